@@ -1,0 +1,132 @@
+"""Job configuration: YAML validated at load, the bad field named in every error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from filters.c4_quality import C4Quality
+from filters.fineweb_quality import FineWebQuality
+from filters.gopher_quality import GopherQuality
+from filters.gopher_repetition import GopherRepetition
+from filters.signals import SignalParams
+from filters.user_rules import UserRule
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JOB = ROOT / "jobs" / "default.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReadConfig(Strict):
+    max_record_bytes: int = Field(50_000_000, gt=0)  # larger payloads are counted and skipped
+    mime_types: list[str] = ["text/html", "application/xhtml+xml"]
+
+
+class UrlFilterConfig(Strict):
+    enabled: bool = True
+    use_ut1_lists: bool = True  # datatrove's shipped UT1 blocklist and banned-word lists
+    soft_word_threshold: int = Field(2, ge=1)
+    extra_domains: list[str] = []
+    extra_urls: list[str] = []
+    banned_words: list[str] = []
+    banned_subwords: list[str] = []
+    soft_banned_words: list[str] = []
+
+
+class ExtractConfig(Strict):
+    # cascade: resiliparse for every page, trafilatura only for pages whose cheap text passes
+    # the language prefilter (see README, "Extraction").
+    engine: Literal["cascade", "trafilatura", "resiliparse"] = "cascade"
+    prefilter_margin: float = Field(0.15, ge=0, le=1)  # cheap-text language score may be this much lower
+    max_html_chars: int = Field(5_000_000, gt=0)  # longer HTML is cut before extraction
+
+
+class LangIdConfig(Strict):
+    enabled: bool = True
+    languages: list[str] | None = None  # None: keep every language
+    threshold: float = Field(0.65, ge=0, le=1)
+    thresholds: dict[str, float] = {}  # per-language overrides
+    label_only: bool = False
+
+
+class QualityConfig(Strict):
+    enabled: bool = True
+    languages: list[str] | None = ["en"]  # the built-in rules are tuned for these; None: all
+    gopher_repetition: GopherRepetition = GopherRepetition()
+    gopher_quality: GopherQuality = GopherQuality()
+    c4_quality: C4Quality = C4Quality(filter_no_terminal_punct=False)  # as in FineWeb
+    fineweb_quality: FineWebQuality = FineWebQuality()
+    rules: list[UserRule] = []
+
+    def signal_params(self) -> SignalParams:
+        c4 = self.c4_quality
+        return SignalParams(
+            stop_words=tuple(self.gopher_quality.stop_words),
+            c4_enabled=self.enabled and c4.enabled,
+            c4_remove_citations=c4.remove_citations,
+            c4_filter_no_terminal_punct=c4.filter_no_terminal_punct,
+            c4_min_words_per_line=c4.min_words_per_line,
+            c4_max_word_length=c4.max_word_length,
+            c4_filter_javascript=c4.filter_javascript,
+            c4_filter_policy=c4.filter_policy,
+            fineweb_short_line_length=self.fineweb_quality.short_line_length,
+        )
+
+
+class OutputConfig(Strict):
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    rows_per_group: int = Field(2_000, gt=0)
+
+
+class JobConfig(Strict):
+    name: str = "crawl"
+    seed: int = 0
+    read: ReadConfig = ReadConfig()
+    url_filter: UrlFilterConfig = UrlFilterConfig()
+    extract: ExtractConfig = ExtractConfig()
+    langid: LangIdConfig = LangIdConfig()
+    quality: QualityConfig = QualityConfig()
+    output: OutputConfig = OutputConfig()
+
+    def digest(self) -> str:
+        """Hash of the fully resolved config: provenance for every output."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A job YAML that cannot run; the message names the file and the field."""
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc) or "(top level)"
+
+
+def load_job(path: str | Path | None = None) -> JobConfig:
+    path = Path(path) if path else DEFAULT_JOB
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such job file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            kind = err["type"]
+            what = "unknown key" if kind == "extra_forbidden" else err["msg"]
+            got = "" if kind == "extra_forbidden" else f" (got {err.get('input')!r})"
+            msgs.append(f"  {_where(err['loc'])}: {what}{got}")
+        raise ConfigError(f"{path}: invalid job config\n" + "\n".join(msgs)) from None

@@ -1,0 +1,166 @@
+"""crawlmix main job: Common Crawl WARC/WET/ARC files -> curated text, on Ray.
+
+    python pipelines/crawl.py                          # the bundled sample, on a local Ray
+    python pipelines/crawl.py --input 'data/*.warc.gz' --output out/ --config jobs/default.yaml
+    ray job submit --working-dir . -- python pipelines/crawl.py --input ... --output ...
+    python pipelines/crawl.py --cc-dump CC-MAIN-2024-22 --cc-files 0:10 --output out/
+
+One Ray task per input file, at most --workers at a time. Each finished task leaves a marker
+in OUTPUT/_tasks/, so a rerun only does what is missing and yields the same output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipelines import __version__  # noqa: E402
+from pipelines.config import ConfigError, JobConfig, load_job  # noqa: E402
+from pipelines.io import cc_dump_paths, resolve_inputs  # noqa: E402
+from pipelines.write import merge_stats, write_json  # noqa: E402
+
+SAMPLE = ROOT / "sample" / "sample.warc.gz"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="crawl.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="With no --input, the bundled sample (sample/sample.warc.gz, generated on first use) is processed.")
+    ap.add_argument("--input", action="append", metavar="PATH_OR_GLOB",
+                    help="WARC/WET/ARC file, glob or fsspec URL (s3://, https://); repeatable")
+    ap.add_argument("--output", metavar="DIR", help="output folder (default: output/<job name>)")
+    ap.add_argument("--config", metavar="YAML", help="job config (default: jobs/default.yaml)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="parallel tasks (default: all cores, %(default)s here)")
+    ap.add_argument("--cc-dump", metavar="CC-MAIN-YYYY-WW", help="a Common Crawl dump to read (network)")
+    ap.add_argument("--cc-files", default="0:1", metavar="START:STOP", help="file range of --cc-dump (default 0:1)")
+    ap.add_argument("--overwrite", action="store_true", help="redo finished tasks (ignore completion markers)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap.parse_args(argv)
+
+
+def _init_ray(workers: int):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = os.environ.get("RAY_ADDRESS")
+    if address:  # inside `ray job submit`, or pointed at a cluster
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    return ray
+
+
+def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrite=False, progress=True) -> dict:
+    from tqdm import tqdm
+
+    from pipelines.curate_file import run_task, task_name
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prev = out_dir / "stats.json"
+    if prev.exists() and not overwrite:
+        old = json.loads(prev.read_text())
+        if old.get("config_hash") != cfg.digest():
+            raise ConfigError(f"{out_dir} holds a run with another config ({old.get('config_hash')}); "
+                              f"use a new --output or --overwrite")
+    if overwrite:
+        for m in (out_dir / "_tasks").glob("*.json"):
+            m.unlink()
+    (out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+
+    ray = _init_ray(workers)
+    remote = ray.remote(num_cpus=1, max_retries=1)(run_task)
+    cfg_ref = ray.put(cfg)
+    t0 = time.perf_counter()
+    pending, results, failed = {}, [], []
+    todo = list(inputs)
+    bar = tqdm(total=len(todo), unit="file", desc="crawl", disable=not progress)
+    while todo or pending:
+        while todo and len(pending) < workers:
+            path = todo.pop(0)
+            pending[remote.remote(path, str(out_dir), cfg_ref)] = path
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            path = pending.pop(ref)
+            try:
+                results.append(ray.get(ref))
+            except Exception as e:  # a task that died (e.g. out of memory) is reported, not fatal
+                failed.append({"stage": "task", "reason": "task_failed", "record": path,
+                               "message": f"{type(e).__name__}: {str(e)[-500:]}"})
+            bar.update(1)
+    bar.close()
+    header = {"job": cfg.name, "crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed,
+              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "output": str(out_dir), "inputs": len(inputs), "workers": workers,
+              "wall_s": round(time.perf_counter() - t0, 2)}
+    stats = merge_stats(results, header)
+    stats["errors"] = failed + stats["errors"]
+    stats["error_count"] += len(failed)
+    stats["failed_tasks"] = [f["record"] for f in failed]
+    stats["tasks"] = sorted(task_name(p) for p in inputs)
+    write_json(out_dir / "stats.json", stats)
+    return stats
+
+
+def summary(stats: dict) -> str:
+    lines = [f"crawlmix {stats['crawlmix_version']}  job={stats['job']}  config={stats['config_hash']}  "
+             f"seed={stats['seed']}  files={stats['inputs']}  wall={stats['wall_s']}s",
+             f"output: {stats['output']}/curated/*.parquet  removed/*.parquet  stats.json", "",
+             f"{'stage':<18}{'in':>8}{'out':>8}  dropped (top reasons)"]
+    for name, s in stats["stages"].items():
+        top = ", ".join(f"{r}={n}" for r, n in list(s["dropped"].items())[:4])
+        lines.append(f"{name:<18}{s['in']:>8}{s['out']:>8}  {top}")
+    langs = ", ".join(f"{k}={v}" for k, v in list(stats["languages"].items())[:10])
+    lines += ["", f"kept languages: {langs or '-'}", f"docs in {stats['docs_in']}  ->  kept {stats['docs_out']}"]
+    if stats["error_count"]:
+        lines.append(f"bad input: {stats['error_count']} (listed under 'errors' in stats.json), e.g.")
+        lines += [f"  {e['reason']}: {e['record']}: {e['message'][:120]}" for e in stats["errors"][:3]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    try:
+        cfg = load_job(a.config)  # a bad config fails here, before any work
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.cc_dump:
+        inputs = cc_dump_paths(a.cc_dump, a.cc_files)
+    elif a.input:
+        try:
+            inputs = resolve_inputs(a.input)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        if not SAMPLE.exists():
+            from pipelines.make_sample import write_sample
+
+            write_sample(SAMPLE.parent)
+        inputs = sorted(str(p) for p in SAMPLE.parent.glob("*.warc.gz")) + \
+            sorted(str(p) for p in SAMPLE.parent.glob("*.arc.gz"))
+    out = Path(a.output) if a.output else ROOT / "output" / cfg.name
+    try:
+        stats = run(inputs, out, cfg, max(1, a.workers), overwrite=a.overwrite, progress=not a.no_progress)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
