@@ -119,26 +119,32 @@ def _ngram_keys(hashes, n: int) -> np.ndarray:
 def _dup_ngram_chars(words: list[str], n: int, hashes) -> int:
     """Characters in repeated n-grams, greedy left-to-right, keyed on "".join as datatrove does.
 
-    Runs on hash keys; every repeat the keys report is confirmed on the strings, and a hash
-    collision (never seen in practice) falls back to the string walk."""
+    datatrove walks every position, skipping n ahead after a repeat. Positions whose key occurs
+    once can neither repeat nor be repeated, so only the others are walked, in order, honouring
+    the skips. Keys are hashes; every repeat is confirmed on the strings, and a collision (never
+    seen in practice) falls back to datatrove's walk over strings.
+    """
     if len(words) < n:
         return 0
     keys = _ngram_keys(hashes, n)
-    if len(np.unique(keys)) == len(keys):
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    candidates = np.flatnonzero(counts[inverse] > 1)
+    if not len(candidates):
         return 0
     starts = hashes[1]
     first: dict[int, int] = {}
-    repeated = idx = 0
+    repeated = next_visit = 0
     klist = keys.tolist()
-    while idx < len(klist):
+    for idx in candidates.tolist():
+        if idx < next_visit:
+            continue  # skipped over by an earlier repeat
         k = klist[idx]
         j = first.get(k)
         if j is None:
             first[k] = idx
-            idx += 1
         elif "".join(words[j:j + n]) == "".join(words[idx:idx + n]):
             repeated += int(starts[idx + n] - starts[idx])
-            idx += n
+            next_visit = idx + n
         else:
             return _dup_ngram_chars_strings(words, n)
     return repeated

@@ -46,6 +46,7 @@ class ExtractConfig(Strict):
     # the language prefilter (see README, "Extraction").
     engine: Literal["cascade", "trafilatura", "resiliparse"] = "cascade"
     prefilter_margin: float = Field(0.15, ge=0, le=1)  # cheap-text language score may be this much lower
+    prefilter_chars: int = Field(4000, gt=0)  # the language probe reads this much of the cheap text
     max_html_chars: int = Field(5_000_000, gt=0)  # longer HTML is cut before extraction
 
 

@@ -51,6 +51,14 @@ class _Clock:
         self.t = now
 
 
+def _lid_k(cfg) -> int:
+    """Labels to score. At most floor(1/t) languages can score above t (scores sum to 1), so the
+    top 5 decide exactly as datatrove's all-label call whenever every threshold is >= 0.2."""
+    lc = cfg.langid
+    lowest = min([lc.threshold, *lc.thresholds.values()]) - cfg.extract.prefilter_margin
+    return 5 if lowest >= 0.2 else -1
+
+
 def _lang_ok(cfg, scores: dict[str, float], margin: float = 0.0) -> bool:
     """datatrove's LanguageFilter decision: some kept language scores above its threshold."""
     lc = cfg.langid
@@ -81,13 +89,16 @@ def curate_file(path: str, out_dir: str | Path, cfg: JobConfig) -> dict:
                      "source": page.source, "offset": page.offset, "language": lang, "language_score": score,
                      "cc_languages": page.cc_languages})
 
-    def read_error(reason, record, message):
-        st.enter("read")
-        st.drop("read", reason)
+    def read_error(reason, record, message, dropped=True):
         if reason not in NOT_ERRORS:
             st.error("read", reason, record, message)
+        if not dropped:
+            return
+        st.enter("read")
+        st.drop("read", reason)
         off = record.rsplit("@", 1)[-1].split(" ")[0]
-        removed.add({"id": record, "url": "", "stage": "read", "reason": reason, "detail": message, "source": path,
+        url = record[record.index(" (") + 2:-1] if record.endswith(")") and " (" in record else ""
+        removed.add({"id": record, "url": url, "stage": "read", "reason": reason, "detail": message, "source": path,
                      "offset": int(off) if off.isdigit() else -1, "language": "", "language_score": None,
                      "cc_languages": ""})
 
@@ -120,7 +131,7 @@ def curate_file(path: str, out_dir: str | Path, cfg: JobConfig) -> dict:
             probe = page.text if page.text is not None else cheap
             clock.lap("extract")
             if probe.strip():
-                scores = langid.predict(probe, k=-1)
+                scores = langid.predict(probe[: cfg.extract.prefilter_chars], k=_lid_k(cfg))
                 if not _lang_ok(cfg, scores, cfg.extract.prefilter_margin):
                     lang = max(scores, key=scores.get) if scores else ""
                     clock.lap("langid")
@@ -150,7 +161,7 @@ def curate_file(path: str, out_dir: str | Path, cfg: JobConfig) -> dict:
 
         st.enter("langid")
         if cfg.langid.enabled:
-            scores = langid.predict(text, k=-1)
+            scores = langid.predict(text, k=_lid_k(cfg))
             lang = max(scores, key=scores.get) if scores else "unknown"
             score = scores.get(lang, 0.0)
             clock.lap("langid")

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", choices=sorted(ENGINES), default="trafilatura")
     ap.add_argument("--limit", type=int, default=3)
     a = ap.parse_args(argv)
-    for i, p in enumerate(iter_pages(a.file, lambda *x: print("SKIP", *x))):
+    for i, p in enumerate(iter_pages(a.file, lambda *x, **k: print("SKIP", *x))):
         if i >= a.limit:
             break
         print(f"=== {p.url}\n{(p.text if p.text is not None else ENGINES[a.engine](p.html))[:2000]}\n")

@@ -32,9 +32,9 @@ def _model():
     return _FastText(str(model_path()))
 
 
-def predict(text: str, k: int = 5) -> dict[str, float]:
+def predict(text: str, k: int = 5, threshold: float = 0.0) -> dict[str, float]:
     """{language: score} for the k best labels (k=-1: all)."""
-    labels, scores = _model().predict(text.replace("\n", " "), k=k)
+    labels, scores = _model().predict(text.replace("\n", " "), k=k, threshold=threshold)
     return {lab[9:]: float(s) for lab, s in zip(labels, scores)}  # strip "__label__"
 
 

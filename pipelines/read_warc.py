@@ -22,7 +22,8 @@ if __package__ in (None, ""):
 
 from pipelines.io import open_binary
 
-Report = Callable[[str, str, str], None]  # (reason, record name, message)
+# report(reason, record name, message, dropped): dropped=False is a notice (the record is still used)
+Report = Callable[..., None]
 
 # WHATWG encoding labels whose Python codec is narrower than what browsers decode.
 _CHARSET_ALIASES = {"gb2312": "gbk", "gb_2312-80": "gbk", "iso-8859-1": "cp1252", "latin1": "cp1252",
@@ -56,21 +57,29 @@ def _codec(label: str | None) -> str | None:
         return None
 
 
-def decode_html(body: bytes, declared: str | None) -> tuple[str, str, float]:
-    """(text, charset used, share of replacement characters)."""
+def decode_html(body: bytes, declared: str | None) -> tuple[str, str, float, str]:
+    """(text, charset used, share of replacement characters, note when a declared charset failed)."""
+    failed = []
     for label in (declared, *(_META_CHARSET.findall(body[:4096])[:1])):
-        enc = _codec(label.decode("ascii", "ignore") if isinstance(label, bytes) else label)
+        if isinstance(label, bytes):
+            label = label.decode("ascii", "ignore")
+        if not label:
+            continue
+        enc = _codec(label)
         if enc:
             try:
-                return body.decode(enc), enc, 0.0
+                return body.decode(enc), enc, 0.0, ""
             except (UnicodeDecodeError, LookupError):
-                pass
+                failed.append(f"{label!r} does not decode the bytes")
+        else:
+            failed.append(f"{label!r} is not a known charset")
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
     enc = detect_encoding(body)
     text = bytes_to_str(body, enc)
     bad = text.count("\ufffd") / max(1, len(text))
-    return text, enc, bad
+    note = f"declared charset {'; '.join(failed)}; decoded as detected {enc}" if failed else ""
+    return text, enc, bad, note
 
 
 def _split_http(block: bytes) -> tuple[int, dict[str, str], bytes] | None:
@@ -163,7 +172,7 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                     continue
                 date = rec.headers.get("WARC-Date") or ""
                 if kind == WarcRecordType.conversion:
-                    text, _, bad = decode_html(block, "utf-8")
+                    text, _, bad, _ = decode_html(block, "utf-8")
                     pending = Page(rid, url, date, path, offset, text=text, charset="utf-8")
                     continue
                 if kind == WarcRecordType.response:
@@ -181,10 +190,12 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                     mime, declared = _content_type({"content-type": rec.headers.get("Content-Type") or ""})
                 if mime not in mime_types:
                     continue  # images, PDFs, ...: not this stage's input (not an error)
-                html, charset, bad = decode_html(body, declared)
+                html, charset, bad, note = decode_html(body, declared)
                 if bad > 0.3:
                     report("undecodable", name, f"{bad:.0%} of characters undecodable as {charset}")
                     continue
+                if note:
+                    report("charset_fallback", name, note, dropped=False)
                 pending = Page(rid, url, date, path, offset, html=html, charset=charset)
     except Exception as e:  # a broken stream: keep what was read, name where it broke
         broken = True
@@ -218,10 +229,12 @@ def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
                     if rec.http_headers else ("", None)
                 if mime not in mime_types:
                     continue
-                html, charset, bad = decode_html(body, declared)
+                html, charset, bad, note = decode_html(body, declared)
                 if bad > 0.3:
                     report("undecodable", name, f"{bad:.0%} of characters undecodable as {charset}")
                     continue
+                if note:
+                    report("charset_fallback", name, note, dropped=False)
                 date = rec.rec_headers.get_header("WARC-Date") or ""
                 yield Page(f"arc:{path}@{offset}", url, date, path, offset, html=html, charset=charset)
     except Exception as e:
@@ -238,7 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=20, help="pages to print (default 20)")
     a = ap.parse_args(argv)
     n = 0
-    for p in iter_pages(a.file, lambda r, w, m: print(f"SKIP {r}: {w}: {m}")):
+    for p in iter_pages(a.file, lambda r, w, m, dropped=True: print(f"{'SKIP' if dropped else 'NOTE'} {r}: {w}: {m}")):
         n += 1
         if n <= a.limit:
             print(f"{p.offset:>10} {p.charset:<10} {p.cc_languages:<6} {len(p.html or p.text or ''):>8} chars  {p.url}")

@@ -26,6 +26,7 @@ if __package__ in (None, ""):
 
 from pipelines.config import UrlFilterConfig
 
+_NEW_TLDEXTRACT = hasattr(__import__("tldextract").tldextract.ExtractResult, "top_domain_under_public_suffix")
 _NORMALIZER = re.compile(r"[^a-zA-Z0-9]+")
 
 
@@ -107,7 +108,7 @@ class UrlFilter:
         if not url:
             return "no_url"
         info = self.tld(url)
-        if self._domain_listed(getattr(info, "top_domain_under_public_suffix", None) or info.registered_domain):
+        if self._domain_listed(info.top_domain_under_public_suffix if _NEW_TLDEXTRACT else info.registered_domain):
             return "domain"
         if self._domain_listed(info.fqdn):
             return "subdomain"

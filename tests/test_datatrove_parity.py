@@ -49,7 +49,7 @@ EDGE = [
 @functools.lru_cache(maxsize=8)
 def _texts_from(path, limit=None, engines=(trafilatura_text,)):
     out = []
-    for i, p in enumerate(iter_pages(str(path), lambda *a: None)):
+    for i, p in enumerate(iter_pages(str(path), lambda *a, **k: None)):
         if limit and i >= limit:
             break
         for eng in engines:
