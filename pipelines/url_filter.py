@@ -114,7 +114,9 @@ class UrlFilter:
             return "subdomain"
         host = (urlsplit(url).hostname or "").rstrip(".")
         if host and host != info.fqdn and self._domain_listed(host):  # hosts without a public suffix (.test, IPs)
-            return "subdomain"
+            return "domain"
+        if self.extra_domains and any(host.endswith("." + d) for d in self.extra_domains):
+            return "subdomain"  # the job's own domains also block their subdomains
         if url in self.extra_urls or _in(self.urls, url):
             return "url"
         words = set(_NORMALIZER.split(url))

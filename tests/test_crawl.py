@@ -77,7 +77,7 @@ def test_sample_expectations(sample_run, manifest):
     zh = next(r for r in curated.values() if r["language"] == "zh")
     assert "集市" in zh["text"]
     assert removed["http://www.pornhub.com/view/12345"]["reason"] == "domain"
-    assert removed["https://blocked-example.test/page"]["reason"] == "subdomain"  # the job's own list
+    assert removed["https://blocked-example.test/page"]["reason"] == "domain"  # the job's own list
 
 
 def test_rerun_skips_and_is_identical(sample_run, sample_dir):
