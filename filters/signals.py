@@ -67,8 +67,24 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return dup_n, dup_chars
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
-    """len(" ".join(top n-gram)) * count, ties to the first seen, as datatrove's find_top_duplicate."""
+def _top_ngram_chars(ids: np.ndarray, starts: np.ndarray, n: int) -> int:
+    """len(" ".join(top n-gram)) * count, ties to the first seen, as datatrove's find_top_duplicate.
+
+    Words carry no spaces, so " ".join equality is word-sequence equality: with per-document word
+    ids below 2**16, an n-gram (n <= 4) packs exactly into one uint64."""
+    m = len(ids) - n + 1
+    if m <= 0:
+        return 0
+    key = np.zeros(m, dtype=np.uint64)
+    for i in range(n):
+        key = (key << np.uint64(16)) | ids[i:i + m]
+    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
+    best = counts.max()
+    pos = int(first[counts == best].min())  # Counter.most_common(1): the first inserted among the most common
+    return int(starts[pos + n] - starts[pos] + n - 1) * int(best)
+
+
+def _top_ngram_chars_counter(words: list[str], n: int) -> int:
     if len(words) < n:
         return 0
     counts = Counter(zip(*(words[i:] for i in range(n))))
@@ -94,7 +110,7 @@ def _powers(length: int) -> tuple[np.ndarray, np.ndarray]:
 def _ngram_hashes(words: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     """Prefix sums for hashing any run of words as the string "".join(run) (two moduli)."""
     joined = "".join(words)
-    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
     length = len(codes)
     p1, p2 = _powers(length)
     starts = np.zeros(len(words) + 1, dtype=np.int64)
@@ -236,9 +252,12 @@ def compute(text: str, p: SignalParams = SignalParams()) -> tuple[dict, str]:
     s["dup_line_frac"] = _ratio(d, len(lines))
     s["dup_line_char_frac"] = _ratio(c, n_chars)
     words = sp.words(text)
+    hashes = _ngram_hashes(words)
+    vocab: dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=len(words))
     for n in TOP_NGRAMS:
-        s[f"top_{n}_gram_char_frac"] = _ratio(_top_ngram_chars(words, n), n_chars)
-    hashes = _ngram_hashes(words) if len(words) >= DUP_NGRAMS[0] else None
+        top = _top_ngram_chars(ids, hashes[1], n) if len(vocab) < 1 << 16 else _top_ngram_chars_counter(words, n)
+        s[f"top_{n}_gram_char_frac"] = _ratio(top, n_chars)
     for n in DUP_NGRAMS:
         s[f"dup_{n}_gram_char_frac"] = _ratio(_dup_ngram_chars(words, n, hashes), n_chars)
 

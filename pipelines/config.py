@@ -42,11 +42,11 @@ class UrlFilterConfig(Strict):
 
 
 class ExtractConfig(Strict):
-    # cascade: resiliparse for every page, trafilatura only for pages whose cheap text passes
-    # the language prefilter (see README, "Extraction").
+    # cascade: a cheap resiliparse text of every page feeds the language prefilter; trafilatura
+    # runs only on the pages it keeps (see README, "Extraction").
     engine: Literal["cascade", "trafilatura", "resiliparse"] = "cascade"
-    prefilter_margin: float = Field(0.15, ge=0, le=1)  # cheap-text language score may be this much lower
-    prefilter_chars: int = Field(4000, gt=0)  # the language probe reads this much of the cheap text
+    prefilter_margin: float = Field(0.25, ge=0, le=1)  # cheap-text language score may be this much lower
+    prefilter_chars: int = Field(2000, gt=0)  # the language probe reads this much of the cheap text
     max_html_chars: int = Field(5_000_000, gt=0)  # longer HTML is cut before extraction
 
 

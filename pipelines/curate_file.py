@@ -18,7 +18,7 @@ import xxhash
 
 from pipelines import __version__, langid
 from pipelines.config import JobConfig, load_job
-from pipelines.extract import resiliparse_text, trafilatura_text
+from pipelines.extract import probe_text, resiliparse_text, trafilatura_text
 from pipelines.quality import Quality
 from pipelines.read_warc import iter_pages
 from pipelines.url_filter import url_filter_for
@@ -119,16 +119,16 @@ def curate_file(path: str, out_dir: str | Path, cfg: JobConfig) -> dict:
         st.passed("url_filter")
 
         html = page.html[: cfg.extract.max_html_chars]
-        cheap = None
         if prefilter:
             st.enter("langid_prefilter")
             if page.text is None:
                 try:
-                    cheap = resiliparse_text(html)
+                    probe = probe_text(html)
                 except Exception as e:  # noqa: BLE001 - a page must never stop the file
-                    cheap = ""
+                    probe = ""
                     st.error("extract", "extract_error", name, f"resiliparse: {type(e).__name__}: {e}")
-            probe = page.text if page.text is not None else cheap
+            else:
+                probe = page.text
             clock.lap("extract")
             if probe.strip():
                 scores = langid.predict(probe[: cfg.extract.prefilter_chars], k=_lid_k(cfg))
@@ -145,7 +145,7 @@ def curate_file(path: str, out_dir: str | Path, cfg: JobConfig) -> dict:
             if page.text is not None:
                 text, extractor = page.text, "wet"
             elif engine == "resiliparse":
-                text, extractor = (cheap if cheap is not None else resiliparse_text(html)), "resiliparse"
+                text, extractor = resiliparse_text(html), "resiliparse"
             else:
                 text, extractor = trafilatura_text(html), "trafilatura"
         except Exception as e:  # noqa: BLE001

@@ -28,6 +28,14 @@ def resiliparse_text(html: str) -> str:
                               form_fields=False, noscript=False, comments=False)
 
 
+def probe_text(html: str) -> str:
+    """All visible text, no main-content detection (~2x cheaper): enough to tell the language."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    return extract_plain_text(html, main_content=False, alt_texts=False, links=False, list_bullets=False,
+                              form_fields=False, noscript=False, comments=False)
+
+
 def trafilatura_text(html: str) -> str:
     import trafilatura
 
