@@ -49,24 +49,10 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def _init_ray(workers: int):
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    address = os.environ.get("RAY_ADDRESS")
-    if address:  # inside `ray job submit`, or pointed at a cluster
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    return ray
-
-
 def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrite=False, progress=True) -> dict:
-    from tqdm import tqdm
-
-    from pipelines.curate_file import run_task, task_name
+    from pipelines.curate_file import STAGED, run_task, task_name
+    from pipelines.dedup import run_dedup
+    from pipelines.parallel import init_ray, parallel_map
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prev = out_dir / "stats.json"
@@ -78,34 +64,36 @@ def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrit
     if overwrite:
         for m in (out_dir / "_tasks").glob("*.json"):
             m.unlink()
+    if cfg.dedup.enabled:  # dedup rewrites curated/ from the staged files: leave no stale output behind
+        for old in list((out_dir / "curated").glob("*.parquet")) + list((out_dir / "removed").glob("*.dedup.parquet")):
+            old.unlink()
     (out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
 
-    ray = _init_ray(workers)
-    remote = ray.remote(num_cpus=1, max_retries=1)(run_task)
-    cfg_ref = ray.put(cfg)
+    init_ray(workers)
+    failed = []
+
+    def task_failed(args, e):
+        failed.append({"stage": "task", "reason": "task_failed", "record": args[0],
+                       "message": f"{type(e).__name__}: {str(e)[-500:]}"})
+
     t0 = time.perf_counter()
-    pending, results, failed = {}, [], []
-    todo = list(inputs)
-    bar = tqdm(total=len(todo), unit="file", desc="crawl", disable=not progress)
-    while todo or pending:
-        while todo and len(pending) < workers:
-            path = todo.pop(0)
-            pending[remote.remote(path, str(out_dir), cfg_ref)] = path
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            path = pending.pop(ref)
-            try:
-                results.append(ray.get(ref))
-            except Exception as e:  # a task that died (e.g. out of memory) is reported, not fatal
-                failed.append({"stage": "task", "reason": "task_failed", "record": path,
-                               "message": f"{type(e).__name__}: {str(e)[-500:]}"})
-            bar.update(1)
-    bar.close()
+    dedup = cfg.dedup.enabled
+    results = [r for r in parallel_map(run_task, [(p, str(out_dir), cfg) for p in inputs], workers, "crawl",
+                                       progress, on_error=task_failed) if r is not None]
+    dedup_stats = None
+    if dedup:
+        done = sorted(results, key=lambda r: r["task"])
+        staged = [str(out_dir / STAGED / f"{r['task']}.parquet") for r in done]
+        dedup_stats = run_dedup(staged, out_dir, cfg.dedup, workers, progress, names=[r["task"] for r in done])
     header = {"job": cfg.name, "crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "output": str(out_dir), "inputs": len(inputs), "workers": workers,
               "wall_s": round(time.perf_counter() - t0, 2)}
     stats = merge_stats(results, header)
+    if dedup_stats is not None:
+        stats["stages"]["dedup"] = {k: dedup_stats[k] for k in ("in", "out", "dropped")}
+        stats["dedup"] = {k: v for k, v in dedup_stats.items() if k not in ("in", "out", "dropped")}
+        stats["docs_out"] = dedup_stats["out"]
     stats["errors"] = failed + stats["errors"]
     stats["error_count"] += len(failed)
     stats["failed_tasks"] = [f["record"] for f in failed]

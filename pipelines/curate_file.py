@@ -25,6 +25,7 @@ from pipelines.url_filter import url_filter_for
 from pipelines.write import CURATED_SCHEMA, REMOVED_SCHEMA, RowWriter, StageStats, write_json
 
 
+STAGED = "_prededup"  # where tasks put curated rows when the job deduplicates afterwards
 NOT_ERRORS = {"http_status"}  # counted as read drops, but they are not bad input
 
 
@@ -72,7 +73,7 @@ def curate_file(path: str, out_dir: str | Path, cfg: JobConfig) -> dict:
     out = Path(out_dir)
     task = task_name(path)
     meta = {"crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed, "input": path}
-    curated = RowWriter(out / "curated" / f"{task}.parquet", CURATED_SCHEMA, meta, cfg.output.compression,
+    curated = RowWriter(out / (STAGED if cfg.dedup.enabled else "curated") / f"{task}.parquet", CURATED_SCHEMA, meta, cfg.output.compression,
                         cfg.output.rows_per_group)
     removed = RowWriter(out / "removed" / f"{task}.parquet", REMOVED_SCHEMA, meta, cfg.output.compression,
                         cfg.output.rows_per_group)

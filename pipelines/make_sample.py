@@ -178,9 +178,11 @@ def pages(seed: int) -> list[dict]:
 
     # near duplicate: the bread article with a few words changed, and an exact copy on a mirror
     base = out[1]
-    add("https://mirror.example.net/food/bread.html", base["html"], expect="keep", note="exact duplicate of bread")
-    near = base["html"].replace("Most home bakers", "Many home bakers").replace("gently", "lightly")
-    add("https://blog.example.org/posts/bread-basics", near, expect="keep", note="near duplicate of bread")
+    add("https://mirror.example.net/food/bread.html", base["html"], expect="drop:dedup",
+        note="exact duplicate of bread (dedup: exact)")
+    near = base["html"].replace("Most home bakers", "Many home bakers").replace("gently", "light")
+    add("https://blog.example.org/posts/bread-basics", near, expect="drop:dedup",
+        note="near duplicate of bread (dedup: minhash)")
 
     # other languages and charsets
     for lang, (charset, paras) in OTHER.items():
@@ -272,7 +274,8 @@ def write_sample(out_dir: str | Path = "sample", seed: int = 0) -> Path:
                       charset=cs, status=200, ctype="text/html") for lang, (cs, paras) in list(OTHER.items())[:2]]
     write_arc(out / "sample.arc.gz", arc_items)
     manifest = [{k: p[k] for k in ("url", "charset", "expect", "note")} for p in items]
-    manifest += [{"url": p["url"], "charset": p["charset"], "expect": "keep", "note": "ARC record"} for p in arc_items]
+    manifest += [{"url": p["url"], "charset": p["charset"], "expect": "drop:dedup",
+                  "note": "ARC copy of a WARC article (cross-file near duplicate)"} for p in arc_items]
     (out / "SAMPLE_MANIFEST.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     return out / "sample.warc.gz"
 

@@ -24,7 +24,7 @@ CURATED_SCHEMA = pa.schema(
 REMOVED_SCHEMA = pa.schema(
     [("id", pa.string()), ("url", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
      ("detail", pa.string()), ("source", pa.string()), ("offset", pa.int64()), ("language", pa.string()),
-     ("language_score", pa.float64()), ("cc_languages", pa.string())]
+     ("language_score", pa.float64()), ("cc_languages", pa.string()), ("duplicate_of", pa.string())]
 )
 
 

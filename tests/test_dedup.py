@@ -1,0 +1,119 @@
+"""Exact + MinHash dedup: known clusters, cross-file, determinism, bad input, a 2-worker Ray run."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import DedupConfig
+from pipelines.dedup import MinHasher, run_dedup, tokens
+from pipelines.write import CURATED_SCHEMA
+from tests.conftest import ROOT
+
+WORDS = ("river bridge market town valley farmer weaver trader stone century morning crossing coast hill "
+         "flood timber pier bedrock repair parish book library reader harbour council lane cycle survey bee "
+         "flower dance colony nectar scout railway path tunnel cliff orchid village volunteer route").split()
+
+
+def article(seed: int, n: int = 120) -> str:
+    r = random.Random(seed)
+    return " ".join(r.choice(WORDS) for _ in range(n)) + "."
+
+
+def edit(text: str, k: int, seed: int) -> str:
+    r = random.Random(seed)
+    w = text.split()
+    for i in r.sample(range(len(w)), k):
+        w[i] = "q" * len(w[i])  # same length: the keep rule then falls back to input order
+    return " ".join(w)
+
+
+def write(path, docs):
+    rows = [{"id": d[0], "url": f"https://example.org/{d[0]}", "text": d[1], "date": d[2] if len(d) > 2 else "2024-06-01",
+             "language": "en", "source": str(path), "offset": i} for i, d in enumerate(docs)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=CURATED_SCHEMA), path)
+    return str(path)
+
+
+def removed_map(out):
+    t = pq.read_table(out / "removed").to_pylist()
+    return {r["id"]: (r["duplicate_of"], r["reason"]) for r in t}
+
+
+def test_known_clusters_exactly(tmp_path):
+    a, b, c = article(1), article(2), article(3)
+    docs = [("a", a, "2024-01-02"), ("a_copy", a, "2024-01-01"),  # earlier copy wins
+            ("a_edit", edit(a, 3, 7)), ("b", b), ("b_punct", b.replace(" ", ", ", 5).upper()),
+            ("c", c), ("other", article(4))]
+    f = write(tmp_path / "in.parquet", docs)
+    stats = run_dedup([f], tmp_path / "out", DedupConfig(), workers=1, progress=False)
+    rem = removed_map(tmp_path / "out")
+    # same date: the longer text (b_punct, with its added commas) is kept
+    assert rem == {"a": ("a_copy", "exact"), "a_edit": ("a_copy", "minhash"), "b": ("b_punct", "exact")}
+    kept = pq.read_table(tmp_path / "out" / "curated").column("id").to_pylist()
+    assert sorted(kept) == ["a_copy", "b_punct", "c", "other"]
+    assert stats["clusters"] == 2 and stats["cluster_sizes"] == {"2": 1, "3": 1}
+
+
+def test_cross_file_and_rerun_identical(tmp_path):
+    a = article(11, 300)
+    f1 = write(tmp_path / "one.parquet", [("x1", a), ("y1", article(12))])
+    f2 = write(tmp_path / "two.parquet", [("x2", edit(a, 5, 1)), ("z2", article(13))])
+    run_dedup([f1, f2], tmp_path / "o1", DedupConfig(), workers=1, progress=False)
+    run_dedup([f1, f2], tmp_path / "o2", DedupConfig(), workers=1, progress=False)
+    assert removed_map(tmp_path / "o1") == {"x2": ("x1", "minhash")}
+    for sub in ("curated", "removed"):
+        for p in sorted((tmp_path / "o1" / sub).glob("*.parquet")):
+            assert p.read_bytes() == (tmp_path / "o2" / sub / p.name).read_bytes()
+
+
+def test_unrelated_texts_are_not_merged(tmp_path):
+    docs = [(f"d{i}", article(100 + i, 200)) for i in range(200)]
+    f = write(tmp_path / "in.parquet", docs)
+    stats = run_dedup([f], tmp_path / "out", DedupConfig(), workers=1, progress=False)
+    assert stats["out"] == 200  # same 40-word vocabulary, different documents: no false merge
+
+
+def test_bad_input(tmp_path):
+    same = article(5)
+    docs = [("empty", ""), ("one", "word"), ("one_again", "Word!"), ("big", article(6, 2_000_000)),
+            ("zh1", "这座河边的小城从中世纪起就以每周六的集市而闻名周边地区的农民一大早就来到这里出售蔬菜奶酪和面包"),
+            ("zh2", "这座河边的小城从中世纪起就以每周六的集市而闻名周边地区的农民一大早就来到这里出售蔬菜奶酪和馒头"),
+            ("zh3", "夏天市政府会在中心广场举办免费音乐会天气好的时候居民们常常待到很晚餐馆也会在街上摆出更多的桌子")]
+    docs += [(f"same{i:05d}", same) for i in range(10_000)]
+    f = write(tmp_path / "in.parquet", docs)
+    stats = run_dedup([f], tmp_path / "out", DedupConfig(), workers=1, progress=False)
+    rem = removed_map(tmp_path / "out")
+    assert rem["one"] == ("one_again", "exact")  # "Word!" is the longer text
+    assert rem["zh2"] == ("zh1", "minhash") and "zh3" not in rem
+    assert sum(1 for k in rem if k.startswith("same")) == 9_999
+    assert "empty" not in rem and "big" not in rem
+    assert stats["out"] == len(docs) - len(rem)
+    assert tokens("中文字符") == ["中", "文", "字", "符"]
+
+
+def test_signature_is_seeded():
+    cfg = DedupConfig(bands=4, rows=4)
+    s1, s2 = MinHasher(cfg).signature(article(1)), MinHasher(cfg).signature(article(1))
+    s3 = MinHasher(cfg.model_copy(update={"seed": 2})).signature(article(1))
+    assert np.array_equal(s1, s2) and not np.array_equal(s1, s3)
+
+
+@pytest.mark.slow
+def test_standalone_on_ray_two_workers(tmp_path):
+    a = article(21, 200)
+    f1 = write(tmp_path / "p1.parquet", [("k1", a), ("k2", article(22))])
+    f2 = write(tmp_path / "p2.parquet", [("k3", a), ("k4", edit(article(22), 2, 3))])
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dedup.py"), "--input", str(tmp_path / "p*.parquet"),
+                        "--output", str(out), "--workers", "2", "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert removed_map(out) == {"k3": ("k1", "exact"), "k4": ("k2", "minhash")}
+    assert "2 clusters" in r.stdout
