@@ -5,7 +5,8 @@
    documents against neardup_truth.json: precision over removed docs, recall over variants, per kind.
 2. Times MinHash signatures on the same extracted texts, crawlmix vs datatrove's MinhashDedupSignature
    (get_shingles + get_signature), one core each, in one run.
-3. Measures the peak memory the candidate + cluster stages allocate, per document.
+3. Measures the peak memory the candidate + cluster stages allocate per document, on 200,000
+   synthetic signatures (tracemalloc sees numpy and Arrow buffers).
 
     python bench/dedup.py
 """
@@ -82,35 +83,60 @@ def signature_speed(texts: list[str]) -> None:
           f"datatrove {d_rate:.1f} docs/s ({len(sub)} docs): {c_rate / d_rate:.0f}x")
 
 
-def index_memory(out: Path) -> None:
+def index_memory(n: int = 200_000, dup_share: float = 0.05) -> None:
+    """Peak memory of the candidate and cluster stages on n synthetic signatures (dup_share duplicated)."""
     import numpy as np
-
-    from pipelines.config import load_job
-    from pipelines.dedup import candidate_task, cluster
-
-    cfg = load_job(ROOT / "jobs" / "dedup-bench.yaml").dedup
-    sig_paths = sorted(str(p) for p in (out / "_dedup" / "sig").glob("*.parquet"))
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in sig_paths]
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+    from pipelines.config import DedupConfig
+    from pipelines.dedup import candidate_task, cluster
+
+    cfg = DedupConfig()
     bands, rows = cfg.lsh_params()
-    n = sum(counts)
-    tracemalloc.start()
-    edge_files = []
+    rng = np.random.default_rng(0)
+    sig = rng.integers(0, 2**32, size=(n, bands * rows), dtype=np.uint32)
+    dups = rng.choice(n, size=int(n * dup_share), replace=False)
+    sig[dups] = sig[(dups + 1) % n]  # duplicated documents share their neighbour's signature
+    band = rng.integers(0, 2**63, size=(n, bands), dtype=np.uint64)
+    band[dups] = band[(dups + 1) % n]
     with tempfile.TemporaryDirectory() as d:
+        files, offsets = [], []
+        for f, lo in enumerate(range(0, n, n // 8)):  # 8 signature files, as 8 crawl tasks would write
+            hi = min(n, lo + n // 8)
+            cols = {"row": np.arange(hi - lo), "id": [f"d{i}" for i in range(lo, hi)], "date": ["2024"] * (hi - lo),
+                    "length": np.full(hi - lo, 1000), "exact": rng.integers(0, 2**63, hi - lo, dtype=np.uint64),
+                    "url": rng.integers(0, 2**63, hi - lo, dtype=np.uint64), "has_sig": np.ones(hi - lo, bool),
+                    "sig": pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * bands * rows), hi - lo,
+                                                                [None, pa.py_buffer(sig[lo:hi].tobytes())])}
+            for j in range(bands):
+                cols[f"band_{j}"] = band[lo:hi, j]
+            files.append(f"{d}/sig{f}.parquet")
+            offsets.append(lo)
+            pq.write_table(pa.table(cols), files[-1])
+        del sig, band, cols
+        parent = pa.default_memory_pool()
+        pool = pa.proxy_memory_pool(parent)  # separate statistics for the measured stages
+        pa.set_memory_pool(pool)
+        base_arrow = 0
+        tracemalloc.start()
+        edge_files = []
         for c in [f"band_{j}" for j in range(bands)] + ["exact", "url"]:
             p = f"{d}/{c}.npy"
-            candidate_task(sig_paths, offsets, c, p)
+            candidate_task(files, offsets, c, p)
             edge_files.append((c, p))
         _, peak_candidates = tracemalloc.get_traced_memory()
+        arrow_candidates = pool.max_memory() - base_arrow
         tracemalloc.reset_peak()
-        cluster(sig_paths, offsets + [n], edge_files, cfg, bands * rows)
+        res = cluster(files, offsets + [n], edge_files, cfg, bands * rows)
         _, peak_cluster = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(f"index memory: candidate stage peak {peak_candidates / n:.0f} B/doc (one band at a time), "
-          f"cluster stage peak {peak_cluster / n:.0f} B/doc, over {n} docs (target <= 200 B/doc; at this size "
-          f"fixed Parquet-reader buffers dominate, the per-doc part is 12 B per band pass)")
+        arrow_all = pool.max_memory() - base_arrow
+        tracemalloc.stop()
+        pa.set_memory_pool(parent)
+    print(f"index memory on {n:,} synthetic signatures ({dup_share:.0%} duplicated, {len(res['removed']):,} removed):"
+          f" candidate stage peak {peak_candidates / n:.0f} B/doc numpy + {arrow_candidates / n:.0f} B/doc Arrow "
+          f"(one band column at a time); cluster stage peak {peak_cluster / n:.0f} B/doc numpy, Arrow peak over "
+          f"both stages {arrow_all / n:.0f} B/doc (target <= 200 B/doc)")
 
 
 def main(argv=None) -> int:
@@ -134,7 +160,7 @@ def main(argv=None) -> int:
 
         texts = pq.read_table(out / "_prededup", columns=["text"]).column("text").to_pylist()
         signature_speed(texts)
-        index_memory(out)
+    index_memory()
     return 0
 
 
