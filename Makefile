@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench sample clean
+.PHONY: run test bench sample dashboard clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,6 +12,10 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test,bench]'
+	@# the dashboard test drives Debian's headless Chromium (no browser downloads from test tools)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 	touch $@
 
 ## run: install, then run the main job on the bundled sample (local Ray)
@@ -26,6 +30,10 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) bench/extraction.py
 	$(PY) bench/pipeline.py
+
+## dashboard: browse the runs and mixes under output/
+dashboard: $(VENV)/.installed
+	$(PY) pipelines/dashboard.py --root output
 
 sample: $(VENV)/.installed
 	$(PY) pipelines/make_sample.py
