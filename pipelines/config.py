@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -137,23 +137,37 @@ def _where(loc: tuple) -> str:
     return ".".join(str(x) for x in loc) or "(top level)"
 
 
-def load_job(path: str | Path | None = None) -> JobConfig:
-    path = Path(path) if path else DEFAULT_JOB
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """The top-level mapping of a YAML file, or a ConfigError naming the file."""
+    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such job file") from None
+        raise ConfigError(f"{path}: no such {what} file") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], raw: dict, where: str, what: str = "config", prefix: str = "") -> M:
+    """model.model_validate(raw), with every error naming its field (prefix.a.b: message (got ...))."""
     try:
-        return JobConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         msgs = []
         for err in e.errors():
             kind = err["type"]
-            what = "unknown key" if kind == "extra_forbidden" else err["msg"]
+            msg = "unknown key" if kind == "extra_forbidden" else err["msg"]
             got = "" if kind == "extra_forbidden" else f" (got {err.get('input')!r})"
-            msgs.append(f"  {_where(err['loc'])}: {what}{got}")
-        raise ConfigError(f"{path}: invalid job config\n" + "\n".join(msgs)) from None
+            msgs.append(f"  {prefix}{_where(err['loc'])}: {msg}{got}")
+        raise ConfigError(f"{where}: invalid {what}\n" + "\n".join(msgs)) from None
+
+
+def load_job(path: str | Path | None = None) -> JobConfig:
+    path = Path(path) if path else DEFAULT_JOB
+    return validate(JobConfig, read_yaml_mapping(path, "job"), str(path), "job config")
