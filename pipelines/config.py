@@ -112,6 +112,21 @@ class OutputConfig(Strict):
     rows_per_group: int = Field(2_000, gt=0)
 
 
+class ConfigError(ValueError):
+    """A job YAML that cannot run; the message names the file and the field."""
+
+
+class ImagesStep(Strict):
+    """Image-text pairs from the pages this crawl keeps (pipelines/images.py), written to OUTPUT/pairs/."""
+
+    enabled: bool = False
+    config: str = "jobs/images.yaml"  # an images job YAML, relative to the repository root or absolute
+    fetch: bool = False  # download images no input WARC captured (network)
+
+
+from pipelines.pii_config import PiiConfig  # noqa: E402  (imports ConfigError from here)
+
+
 class JobConfig(Strict):
     name: str = "crawl"
     seed: int = 0
@@ -121,16 +136,14 @@ class JobConfig(Strict):
     langid: LangIdConfig = LangIdConfig()
     quality: QualityConfig = QualityConfig()
     dedup: DedupConfig = DedupConfig()
+    pii: PiiConfig = PiiConfig()
+    images: ImagesStep = ImagesStep()
     output: OutputConfig = OutputConfig()
 
     def digest(self) -> str:
         """Hash of the fully resolved config: provenance for every output."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-class ConfigError(ValueError):
-    """A job YAML that cannot run; the message names the file and the field."""
 
 
 def _where(loc: tuple) -> str:

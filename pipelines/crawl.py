@@ -85,6 +85,26 @@ def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrit
         done = sorted(results, key=lambda r: r["task"])
         staged = [str(out_dir / STAGED / f"{r['task']}.parquet") for r in done]
         dedup_stats = run_dedup(staged, out_dir, cfg.dedup, workers, progress, names=[r["task"] for r in done])
+    pii_stats = None
+    if cfg.pii.enabled:  # after dedup: scrub only what is kept
+        from pipelines.pii import _merge, scrub_crawl_task
+
+        names = sorted(task_name(p) for p in inputs)
+        args = [(str(out_dir / "curated" / f"{n}.parquet"),
+                 [str(r) for r in sorted((out_dir / "removed").glob(f"{n}*.parquet"))], cfg.pii.model_dump_json())
+                for n in names if (out_dir / "curated" / f"{n}.parquet").exists()]
+        parts = [r for r in parallel_map(scrub_crawl_task, args, workers, "pii", progress) if r]
+        pii_stats = _merge(parts) if parts else None
+    images_stats = None
+    if cfg.images.enabled:  # image-text pairs from the pages this run kept
+        from pipelines.images import run as run_images
+        from pipelines.images_config import load_images_job
+
+        job_path = Path(cfg.images.config)
+        job = load_images_job(job_path if job_path.is_absolute() else ROOT / job_path,
+                              overrides={"pages": {"kept_from": str(out_dir)}, "fetch": {"enabled": cfg.images.fetch}})
+        images_stats = run_images(list(inputs), out_dir / "pairs", job, workers, backend="ray", overwrite=overwrite,
+                                  progress=progress)
     header = {"job": cfg.name, "crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "output": str(out_dir), "inputs": len(inputs), "workers": workers,
@@ -94,6 +114,10 @@ def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrit
         stats["stages"]["dedup"] = {k: dedup_stats[k] for k in ("in", "out", "dropped")}
         stats["dedup"] = {k: v for k, v in dedup_stats.items() if k not in ("in", "out", "dropped")}
         stats["docs_out"] = dedup_stats["out"]
+    if pii_stats is not None:
+        stats["pii"] = pii_stats
+    if images_stats is not None:
+        stats["images"] = {k: images_stats.get(k) for k in ("candidates", "successes", "funnel", "sources", "output")}
     stats["errors"] = failed + stats["errors"]
     stats["error_count"] += len(failed)
     stats["failed_tasks"] = [f["record"] for f in failed]
@@ -112,6 +136,12 @@ def summary(stats: dict) -> str:
         lines.append(f"{name:<18}{s['in']:>8}{s['out']:>8}  {top}")
     langs = ", ".join(f"{k}={v}" for k, v in list(stats["languages"].items())[:10])
     lines += ["", f"kept languages: {langs or '-'}", f"docs in {stats['docs_in']}  ->  kept {stats['docs_out']}"]
+    if "pii" in stats:
+        reps = stats["pii"].get("replacements", {})
+        lines.append("pii replacements: " + (", ".join(f"{k}={v}" for k, v in reps.items()) or "none"))
+    if "images" in stats:
+        lines.append(f"image-text pairs: {stats['images']['successes']} of {stats['images']['candidates']} "
+                     f"candidate images -> {stats['output']}/pairs/")
     if stats["error_count"]:
         lines.append(f"bad input: {stats['error_count']} (listed under 'errors' in stats.json), e.g.")
         lines += [f"  {e['reason']}: {e['record']}: {e['message'][:120]}" for e in stats["errors"][:3]]

@@ -179,7 +179,7 @@ class Dashboard:
             shards = []
             for p in sorted(lock.parent.glob("*.stats.json")):
                 s = json.loads(p.read_text())
-                s["shard"] = p.name.replace(".stats.json", "")
+                s["shard"] = p.name.replace(".stats.json", "").removesuffix(".tar")
                 shards.append(s)
             stages.append({"stage": lock.parent.name, "path": str(lock.parent.relative_to(self.root)), "plan": plan,
                            "shards": shards, "images": _image_stats(lock.parent)})

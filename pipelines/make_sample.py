@@ -7,7 +7,7 @@ What it holds (see ``SAMPLE_MANIFEST`` in the output folder for the per-page lis
 - a UT1-blocklisted domain, a banned-word URL and a domain from the job's own list;
 - near-duplicate and exact-duplicate pages under other URLs;
 - personal data (emails, phone numbers, IP addresses) inside otherwise good articles;
-- pages with <img> + alt text and <figure>/<figcaption>;
+- pages with <img> + alt text and <figure>/<figcaption>, and those images captured as records;
 - an HTTP redirect and a non-HTML record, which the reader skips.
 
     python pipelines/make_sample.py [--output sample/] [--seed 0]
@@ -243,6 +243,35 @@ def _gz(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _image(topic: str, k: int, fmt: str, seed: int) -> bytes:
+    """A small deterministic picture (sky, hills, sun, a label) for the page's <img> records."""
+    from PIL import Image, ImageDraw
+
+    r = random.Random(f"{seed}-{topic}-{k}")
+    w, h = 480, 320
+    img = Image.new("RGB", (w, h), (r.randrange(90, 160), r.randrange(150, 210), 235))
+    d = ImageDraw.Draw(img)
+    for i in range(3):
+        y = r.randrange(150, 260)
+        d.polygon([(0, h), (0, y), (r.randrange(80, 400), y - r.randrange(30, 90)), (w, y + 20), (w, h)],
+                  fill=(40 + 30 * i, 120 + 25 * i, 50))
+    sx, sy = r.randrange(40, 440), r.randrange(30, 110)
+    d.ellipse([sx - 25, sy - 25, sx + 25, sy + 25], fill=(250, 220, 80))
+    d.text((12, 12), f"{topic} {k}", fill=(20, 20, 20))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def image_records(seed: int) -> list[tuple[str, bytes, str]]:
+    """(url, bytes, content type) for the images the sample's articles link (captured, as some archives do)."""
+    out = []
+    for topic, year in (("bread", 2024), ("bees", 2023)):
+        out.append((f"https://news.example.com/img/{topic}-1.jpg", _image(topic, 1, "JPEG", seed), "image/jpeg"))
+        out.append((f"https://cdn.example.org/{topic}/2.png", _image(topic, 2, "PNG", seed), "image/png"))
+    return out
+
+
 def write_warc(path: Path, items: list[dict], seed: int) -> None:
     rng = random.Random(seed)
     with open(path, "wb") as f:
@@ -250,6 +279,9 @@ def write_warc(path: Path, items: list[dict], seed: int) -> None:
                                  rng, "application/warc-fields")))
         for p in items:  # one gzip member per record, as Common Crawl does
             f.write(_gz(_warc_record("response", p["url"], _http(p), rng, "application/http; msgtype=response")))
+        for url, data, ctype in image_records(seed):
+            http = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+            f.write(_gz(_warc_record("response", url, http, rng, "application/http; msgtype=response")))
 
 
 def write_arc(path: Path, items: list[dict]) -> None:

@@ -31,6 +31,11 @@ def site(tmp_path_factory, sample_dir):
                         "--input", str(sample_dir / "*.arc.gz"), "--output", str(root / "crawl"), "--no-progress"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    media = tmp_path_factory.mktemp("media")  # the mix's bundled sources are generated under --root
+    r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "mix.py"), "--mixture",
+                        str(ROOT / "mixtures" / "smolvlm-video.yaml"), "--root", str(media), "--output",
+                        str(root / "mix-video"), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     port = _port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "dashboard.py"), "--root", str(root),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -88,8 +93,8 @@ def test_dashboard_in_chromium(site, tmp_path):
     try:
         wait = WebDriverWait(driver, 30)
         driver.get(url + "/")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#runs a"))
-        link = driver.find_element(By.CSS_SELECTOR, "#runs a")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#runs a[href^='#/crawl/']"))
+        link = driver.find_element(By.CSS_SELECTOR, "#runs a[href^='#/crawl/']")
         assert "default" in link.text
         link.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#funnel tr[data-stage]"))
@@ -119,5 +124,19 @@ def test_dashboard_in_chromium(site, tmp_path):
         shot = tmp_path / "dashboard.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+        # the mix: target vs realised shares, the shard table, a sample
+        driver.get(url + "/")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#runs a[href^='#/mix/']"))
+        driver.find_element(By.CSS_SELECTOR, "#runs a[href^='#/mix/']").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.shards tr"))
+        lock = json.loads(next((root / "mix-video").rglob("mix.lock.json")).read_text())
+        bars = driver.find_elements(By.CSS_SELECTOR, "svg[id^='mix-chart'] rect")
+        assert len(bars) == 2 * len(lock["sources"]) and all(float(b.get_attribute("width")) >= 1 for b in bars)
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.shards tr")[1:]
+        assert len(rows) == lock["shards"]
+        assert sum(int(r.find_elements(By.TAG_NAME, "td")[1].text.replace(",", "")) for r in rows) == lock["samples"]
+        driver.find_element(By.CSS_SELECTOR, "a[data-shard]").click()
+        wait.until(lambda d: "Sample" in d.find_element(By.CSS_SELECTOR, "[id^=viewer]").text)
+        driver.save_screenshot(str(tmp_path / "dashboard-mix.png"))
     finally:
         driver.quit()

@@ -118,21 +118,20 @@ async function mixPage(path) {
   const d = await api("/api/mix", {path});
   setProv(d.stages[0] && d.stages[0].plan);
   app.innerHTML = d.stages.map((st, i) => {
-    const plan = st.plan, sources = plan.sources || [];
-    const share = (src) => {
-      const tot = st.shards.reduce((a, s) => a + (s.samples || 0), 0) || 1;
-      const n = st.shards.reduce((a, s) => a + ((s.per_source || {})[src.name] || 0), 0);
-      return n / tot;
-    };
-    const rows = sources.map((src) => ({label: `${src.name} (${src.modality || ""})`, value: src.weight ?? src.target_share ?? 0, value2: share(src)}));
+    const plan = st.plan;
+    const sources = Array.isArray(plan.sources) ? plan.sources : Object.entries(plan.sources || {}).map(([name, v]) => ({name, ...v}));
+    const perSource = (s, name) => { const v = (s.sources || s.per_source || {})[name]; return typeof v === "object" ? v.samples : v || 0; };
+    const total = st.shards.reduce((a, s) => a + (s.samples || 0), 0) || 1;
+    const share = (src) => st.shards.reduce((a, s) => a + perSource(s, src.name), 0) / total;
+    const rows = sources.map((src) => ({label: `${src.name} (${src.modality || ""})`, value: src.target_share ?? src.weight ?? 0, value2: share(src)}));
     const mods = {};
-    sources.forEach((src) => { const m = src.modality || "?"; mods[m] = mods[m] || {label: m, value: 0, value2: 0}; mods[m].value += src.weight ?? src.target_share ?? 0; mods[m].value2 += share(src); });
+    sources.forEach((src) => { const m = src.modality || "?"; mods[m] = mods[m] || {label: m, value: 0, value2: 0}; mods[m].value += src.target_share ?? src.weight ?? 0; mods[m].value2 += share(src); });
     return `<section><h2>Stage ${esc(st.stage)}: target (blue) vs realised (orange) share</h2>
       ${barChart("mix-chart-" + i, rows, {twin: true, pct: true, left: 220})}${barChart("mod-chart-" + i, Object.values(mods), {twin: true, pct: true, left: 220})}
-      <table><tr><th>source</th><th class=num>samples</th><th class=num>epochs used</th></tr>${sources.map((src) => `<tr><td>${esc(src.name)}</td><td class=num>${fmt(src.samples ?? src.planned_samples ?? "")}</td><td class=num>${esc(src.epochs ?? src.epochs_used ?? "")}</td></tr>`).join("")}</table>
+      <table><tr><th>source</th><th class=num>samples</th><th class=num>epochs used</th></tr>${sources.map((src) => `<tr><td>${esc(src.name)}</td><td class=num>${fmt(src.samples ?? "")}</td><td class=num>${esc(src.epochs_used ?? src.epochs ?? "")}</td></tr>`).join("")}</table>
       <h2>Shards</h2><table class="shards"><tr><th>shard</th><th class=num>samples</th><th class=num>bytes</th><th class=num>tokens</th><th>md5</th><th>per source</th><th></th></tr>
       ${st.shards.map((s) => `<tr><td>${esc(s.shard)}</td><td class=num>${fmt(s.samples)}</td><td class=num>${fmt(s.bytes)}</td><td class=num>${fmt(s.tokens)}</td><td><code>${esc((s.md5 || "").slice(0, 10))}</code></td>
-        <td>${Object.entries(s.per_source || {}).map(([k, v]) => `${esc(k)}=${v}`).join(", ")}</td><td><a href="#" data-shard="${esc(st.path + "/" + s.shard + ".tar")}">view</a></td></tr>`).join("")}</table>
+        <td>${sources.map((src) => `${esc(src.name)}=${perSource(s, src.name)}`).join(", ")}</td><td><a href="#" data-shard="${esc(st.path + "/" + s.shard + ".tar")}">view</a></td></tr>`).join("")}</table>
       ${st.images && st.images.count ? `<h2>Image widths / aspect ratios (${st.images.count} images)</h2>${barChart("img-w-" + i, st.images.width, {left: 80})}${barChart("img-a-" + i, st.images.aspect, {left: 80})}` : ""}
       <div id="viewer-${i}"></div></section>`;
   }).join("");

@@ -1,0 +1,1050 @@
+"""crawlmix image-text pairs: crawled HTML pages -> WebDataset shards in img2dataset's layout.
+
+    python pipelines/images.py --input 'crawl/*.warc.gz' --output out/images
+    python pipelines/images.py --input 'crawl/*.warc.gz' --output out/images --fetch --config jobs/images.yaml
+    ray job submit --working-dir . -- python pipelines/images.py --ray --input ... --output ...
+
+Three passes. (1) Index: the image records (and 3xx redirects) of every input WARC and of
+``warc_lookup.extra_warcs`` are indexed by URL, one task per file. (2) Pages, one task per input
+file: every <img> (with <picture>/<source> and the best srcset candidate) of every kept HTML page
+becomes a candidate with its alt text, figcaption, title and surrounding text; URL, caption and
+size filters run before any bytes are read; the bytes come from a captured record (any input
+file) or, with --fetch, from HTTP; Pillow decodes, checks, resizes and re-encodes. Each task
+writes OUTPUT/_staging/<task>.parquet and a marker in OUTPUT/_tasks/ (a rerun does only what is
+missing). (3) Shards: one pass over the staged rows in input order drops exact (sha256) and
+perceptual-hash near duplicates across the whole run and writes {:05d}.tar (.jpg/.txt/.json),
+{:05d}.parquet (a row per candidate image, failures with their reason) and {:05d}_stats.json.
+
+Tasks run in this process (--workers 1), in a local process pool, or on Ray (--ray, or when
+RAY_ADDRESS is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import xxhash  # noqa: E402
+
+from pipelines import __version__  # noqa: E402
+from pipelines.config import ConfigError  # noqa: E402
+from pipelines.images_config import ImagesJob, load_images_job  # noqa: E402
+from pipelines.io import open_binary, resolve_inputs  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------
+# Rows: one per candidate image (the shard Parquet); staging adds the encoded image.
+
+ROW_FIELDS = [
+    ("key", pa.string()), ("status", pa.string()), ("error_message", pa.string()),  # img2dataset's names
+    ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("url", pa.string()), ("caption", pa.string()), ("caption_source", pa.string()),
+    ("alt", pa.string()), ("title", pa.string()), ("figcaption", pa.string()), ("surrounding", pa.string()),
+    ("candidates", pa.list_(pa.string())), ("page_url", pa.string()), ("page_id", pa.string()),
+    ("page_language", pa.string()), ("page_language_score", pa.float64()),
+    ("caption_language", pa.string()), ("caption_language_score", pa.float64()),
+    ("image_index", pa.int32()), ("source", pa.string()), ("warc_file", pa.string()), ("warc_offset", pa.int64()),
+    ("warc_match", pa.string()), ("http_status", pa.int32()), ("content_type", pa.string()),
+    ("bytes", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
+    ("original_width", pa.int32()), ("original_height", pa.int32()), ("source_format", pa.string()),
+    ("source_mode", pa.string()), ("sha256", pa.string()), ("phash", pa.string()), ("duplicate_of", pa.string()),
+    ("input", pa.string()),
+]
+ROW_SCHEMA = pa.schema(ROW_FIELDS)
+STAGE_SCHEMA = pa.schema(ROW_FIELDS + [("image", pa.binary()), ("ext", pa.string())])
+ROW_NAMES = [n for n, _ in ROW_FIELDS]
+
+# Candidate funnel, in order: each failure reason belongs to one stage.
+STAGES = ["url", "caption", "size_hint", "dedup_url", "download", "decode", "filter", "dedup"]
+_FILTER_REASONS = {"too_small", "aspect_ratio", "too_large_area"}
+_LAZY_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-url", "data-lazy")
+_BLOCKS = {"p", "div", "td", "li", "figure", "section", "article", "dd", "blockquote", "center", "table"}
+_WS = re.compile(r"\s+")
+
+
+def task_name(path: str) -> str:
+    """Same naming as the text job's tasks (pipelines/curate_file.py)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path.split("://")[-1]).name)[:80]
+    return f"{stem}-{xxhash.xxh64_hexdigest(path)[:8]}"
+
+
+def _norm(s: str | None) -> str:
+    return _WS.sub(" ", s or "").strip()
+
+
+# ----------------------------------------------------------------------------------------------
+# Candidates from HTML
+
+@dataclass
+class Candidate:
+    index: int
+    urls: list[str]  # absolute, in order of preference (best srcset/<source> first, then src)
+    alt: str
+    title: str
+    figcaption: str
+    surrounding: str
+    declared: tuple[int, int] | None  # <img width height> when both are plain integers
+    data_uri: bool = False
+
+
+def parse_srcset(value: str | None) -> list[tuple[str, float]]:
+    """[(url, score)] per the HTML srcset grammar (URLs may contain commas); score: w, or x*1e-6."""
+    out, s, i, n = [], value or "", 0, len(value or "")
+    while i < n:
+        while i < n and (s[i].isspace() or s[i] == ","):
+            i += 1
+        j = i
+        while j < n and not s[j].isspace():
+            j += 1
+        url = s[i:j]
+        if url.endswith(","):
+            url, desc, i = url.rstrip(","), "", j
+        else:
+            k = s.find(",", j)
+            k = n if k < 0 else k
+            desc, i = s[j:k].strip(), k + 1
+        if not url:
+            continue
+        score = 1e-6  # "1x"
+        d = desc.split()[0].lower() if desc else ""
+        try:
+            if d.endswith("w"):
+                score = float(d[:-1])
+            elif d.endswith("x"):
+                score = float(d[:-1]) * 1e-6
+        except ValueError:
+            pass
+        out.append((url, score))
+    return out
+
+
+def _int_attr(v: str | None) -> int | None:
+    v = (v or "").strip().lower().removesuffix("px")
+    return int(v) if v.isdigit() else None
+
+
+def _caption_element(img) -> str:
+    """The caption the page gives this image, if any:
+    <figure><figcaption>; else the nearest element whose class names a caption (Wikipedia's
+    thumbcaption, WordPress's wp-caption-text, ...), climbing at most 3 levels and never past an
+    element that also holds another image; else, for an image alone in a table cell, the cell
+    below it (galleries laid out as tables); else the <caption> of a table holding only this image."""
+    fig = img.closest("figure")
+    if fig is not None:
+        cap = fig.query_selector("figcaption")
+        if cap is not None and not cap.contains(img):
+            text = _norm(cap.text)
+            if text:
+                return text
+    node = img.parent
+    for _ in range(3):
+        if node is None or node.tag in ("body", "html"):
+            break
+        caps = [el for el in node.query_selector_all('[class*="caption"]') if not el.contains(img)]
+        if any(i != img and not any(c.contains(i) for c in caps) for i in node.query_selector_all("img")):
+            break  # captions from here up may belong to another image
+        for el in caps:
+            text = _norm(el.text)
+            if text:
+                return text
+        node = node.parent
+    td = img.closest("td")
+    if td is not None and td.parent is not None and td.parent.tag == "tr" and not _norm(td.text) \
+            and len(td.query_selector_all("img")) == 1:
+        cells = [c for c in td.parent.child_nodes if c.tag in ("td", "th")]
+        col = next((i for i, c in enumerate(cells) if c == td), None)
+        below = td.parent.next_element_sibling
+        if col is not None and below is not None and below.tag == "tr":
+            row = [c for c in below.child_nodes if c.tag in ("td", "th")]
+            if len(row) == len(cells) > 1 and row[col].query_selector("img") is None:
+                text = _norm(row[col].text)
+                if 0 < len(text) <= 500:
+                    return text
+    table = img.closest("table")
+    if table is not None and len(table.query_selector_all("img")) == 1:
+        cap = table.query_selector("caption")
+        if cap is not None:
+            return _norm(cap.text)
+    return ""
+
+
+def _surrounding(img, limit: int) -> str:
+    if limit <= 0:
+        return ""
+    node = img.parent
+    for _ in range(4):
+        if node is None or node.tag in ("body", "html"):
+            break
+        if node.tag in _BLOCKS:
+            text = _norm(node.text)
+            if len(text) >= 20:
+                return text[:limit]
+        node = node.parent
+    return ""
+
+
+def page_images(html: str, page_url: str, job: ImagesJob) -> list[Candidate]:
+    """Every <img> of a page as a candidate (absolute URLs, captions); nothing is fetched here."""
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html)
+    base = page_url
+    head = tree.head
+    b = head.query_selector("base[href]") if head is not None else None
+    if b is not None:
+        base = urljoin(page_url, b.getattr("href").strip())
+    root = tree.body if tree.body is not None else tree.document
+    out = []
+    for idx, img in enumerate(root.query_selector_all("img")):
+        if idx >= job.pages.max_images_per_page:
+            break
+        ranked: list[tuple[str, float]] = []
+        parent = img.parent
+        if parent is not None and parent.tag == "picture":
+            for src in parent.query_selector_all("source"):
+                if (src.getattr("type") or "").strip().lower() == "image/svg+xml":
+                    continue
+                ranked += sorted(parse_srcset(src.getattr("srcset")), key=lambda x: -x[1])
+        ranked += sorted(parse_srcset(img.getattr("srcset") or img.getattr("data-srcset")), key=lambda x: -x[1])
+        src = (img.getattr("src") or "").strip()
+        if not src or src.startswith("data:"):
+            lazy = next((img.getattr(a).strip() for a in _LAZY_ATTRS if (img.getattr(a) or "").strip()), "")
+            src = lazy or src
+        urls, data_uri = [], False
+        for u in [x for x, _ in ranked] + [src]:
+            u = u.strip()
+            if not u:
+                continue
+            if u.startswith("data:"):
+                data_uri = True
+                continue
+            try:
+                a = urljoin(base, u).split("#", 1)[0]
+            except ValueError:
+                continue
+            if a not in urls:
+                urls.append(a)
+        w, h = _int_attr(img.getattr("width")), _int_attr(img.getattr("height"))
+        out.append(Candidate(idx, urls, _norm(img.getattr("alt")), _norm(img.getattr("title")),
+                             _caption_element(img), _surrounding(img, job.captions.surrounding_chars),
+                             (w, h) if w is not None and h is not None else None, data_uri and not urls))
+    return out
+
+
+def choose_caption(c: Candidate, job: ImagesJob) -> tuple[str, str]:
+    for source in job.captions.sources:
+        text = getattr(c, source)
+        if text:
+            mx = job.captions.max_chars
+            if len(text) > mx:
+                cut = text[:mx]
+                text = cut[:cut.rfind(" ")] if " " in cut[mx // 2:] else cut
+            return text, source
+    return "", ""
+
+
+# ----------------------------------------------------------------------------------------------
+# WARC image records, looked up by URL
+
+_SAFE_PATH = "/:@!$&'()*+,;=-._~"
+_SAFE_QUERY = "/?:@!$'()*+,;=-._~&"
+
+
+def url_key(url: str) -> str:
+    """Canonical form for lookups: no scheme or fragment, host lower-cased, default port dropped,
+    %-escapes normalised (``Mona_Lisa%2C_by`` matches ``Mona_Lisa,_by``)."""
+    try:
+        p = urlsplit(url)
+        host = (p.hostname or "").rstrip(".")
+        port = p.port
+    except ValueError:
+        return url
+    port_s = f":{port}" if port and port not in (80, 443) else ""
+    path = quote(unquote(p.path or "/"), safe=_SAFE_PATH)
+    query = quote(unquote(p.query), safe=_SAFE_QUERY)
+    return f"{host}{port_s}{path}" + (f"?{query}" if query else "")
+
+
+def index_file(path: str) -> dict:
+    """{"records": {url: [offset, status, content_type, location]}, "errors": [...]} for one WARC."""
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    records, errors, offset, n = {}, [], 0, 0
+    try:
+        with open_binary(path) as stream:
+            for rec in ArchiveIterator(stream, record_types=WarcRecordType.response | WarcRecordType.resource,
+                                       parse_http=True):
+                offset, n = rec.stream_pos, n + 1
+                url = (rec.headers.get("WARC-Target-URI") or "").strip().strip("<>")
+                if not url or url in records:
+                    continue
+                if rec.record_type == WarcRecordType.resource:
+                    ct = (rec.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+                    if ct.startswith("image/"):
+                        records[url] = [offset, 200, ct, ""]
+                    continue
+                hh = rec.http_headers
+                if hh is None:
+                    continue
+                status = hh.status_code or 0
+                ct = (hh.get("Content-Type") or "").split(";")[0].strip().lower()
+                if 300 <= status < 400 and hh.get("Location"):
+                    records[url] = [offset, status, ct, urljoin(url, hh.get("Location").strip())]
+                elif 200 <= status < 300 and not ct.startswith(("text/", "application/javascript", "application/json")):
+                    records[url] = [offset, status, ct, ""]
+    except Exception as e:  # a broken file: keep the records before the break
+        errors.append({"stage": "index", "reason": "corrupt_file", "record": f"{path}@{offset}",
+                       "message": f"stopped after {n} records: {type(e).__name__}: {e}"})
+    return {"path": path, "records": records, "errors": errors}
+
+
+class WarcIndex:
+    """URL -> captured record across all indexed files; exact URL first, then canonical key."""
+
+    def __init__(self, per_file: list[dict], canonical: bool = True, follow: int = 5):
+        self.exact: dict[str, tuple] = {}
+        self.canon: dict[str, tuple] = {}
+        self.follow, self.canonical = follow, canonical
+        for f in per_file:
+            for url, (off, status, ct, loc) in f["records"].items():
+                loc_t = (f["path"], off, status, ct, loc)
+                self.exact.setdefault(url, loc_t)
+                if canonical:
+                    self.canon.setdefault(url_key(url), loc_t)
+        self._handles: dict[str, object] = {}
+
+    def __len__(self):
+        return len(self.exact)
+
+    def find(self, url: str) -> tuple[tuple, str] | None:
+        """((path, offset, status, content_type, location), match) or None."""
+        match = "exact"
+        for _ in range(self.follow + 1):
+            hit = self.exact.get(url)
+            if hit is None and self.canonical:
+                hit = self.canon.get(url_key(url))
+                match = "canonical" if hit is not None and match == "exact" else match
+            if hit is None:
+                return None
+            if 300 <= hit[2] < 400:
+                url, match = hit[4], "redirect"
+                continue
+            return hit, match
+        return None
+
+    def read(self, path: str, offset: int, max_bytes: int) -> tuple[bytes | None, str]:
+        """(payload, "") or (None, why)."""
+        from fastwarc.warc import ArchiveIterator
+
+        f = self._handles.get(path)
+        if f is None:
+            if len(self._handles) > 16:
+                for h in self._handles.values():
+                    h.close()
+                self._handles.clear()
+            f = self._handles[path] = open_binary(path)
+        try:
+            f.seek(offset)
+            rec = next(iter(ArchiveIterator(f, parse_http=True)), None)
+            if rec is None:
+                return None, "no record at the indexed offset"
+            if rec.content_length > max_bytes + 65536:
+                return None, f"record of {rec.content_length} bytes"
+            body = rec.reader.read(max_bytes + 1)
+            return body, ""
+        except Exception as e:
+            return None, f"{type(e).__name__}: {e}"
+
+    def close(self):
+        for h in self._handles.values():
+            h.close()
+        self._handles.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# One input file: pages -> candidates -> bytes -> processed images (staged)
+
+_FINAL = "final"  # a candidate decided without bytes
+_OCTET = ("application/octet-stream", "binary/octet-stream")  # captured records with a generic type: decode decides
+
+
+def _row(**kw) -> dict:
+    r = dict.fromkeys(ROW_NAMES)
+    r.update(kw)
+    return r
+
+
+class _Task:
+    def __init__(self, path: str, out_dir: Path, job: ImagesJob, index: WarcIndex | None):
+        from pipelines.image_process import ImageProcessor
+
+        self.path, self.job, self.index = path, job, index
+        self.name = task_name(path)
+        self.out = out_dir
+        self.proc = ImageProcessor(job.process, job.filters)
+        self.ufilter = None
+        if job.url_filter.enabled and (job.filters.url_filter or job.pages.url_filter):
+            from pipelines.url_filter import url_filter_for
+
+            self.ufilter = url_filter_for(job.url_filter.model_dump_json())
+        self.fetcher = None
+        self.pages = Counter()
+        self.reasons: Counter = Counter()
+        self.stage_reasons: dict[str, Counter] = {}
+        self.sources: Counter = Counter()
+        self.matches: Counter = Counter()
+        self.errors: list[dict] = []
+        self.examples: list[dict] = []
+        self.timings = Counter()
+        self.fetch_n, self.fetch_s = 0, 0.0
+        self.seen_urls: set[str] = set()
+        self.rows: list[dict] = []
+        self.writer = None
+        self.staged = 0
+
+    # -- bookkeeping
+    def report(self, reason, record, message, dropped=True):
+        if reason == "http_status":  # non-2xx pages are not bad input
+            self.pages["http_status"] += 1
+            return
+        self.errors.append({"stage": "read", "reason": reason, "record": record, "message": message,
+                            "dropped": dropped})
+
+    def fail(self, row: dict, stage: str, reason: str, detail: str = "") -> None:
+        row.update(status="failed", stage=stage, reason=reason, error_message=reason, detail=detail)
+        self.reasons[reason] += 1
+        self.stage_reasons.setdefault(stage, Counter())[reason] += 1
+        if stage in ("decode", "download") and len(self.examples) < 20:
+            self.examples.append({"stage": stage, "reason": reason, "record": f"{row['page_url']} -> {row['url']}",
+                                  "message": detail})
+        return row, _FINAL
+
+    def _emit(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.writer is None:
+            self.tmp = self.out / "_staging" / f"{self.name}.parquet.tmp"
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            meta = {"crawlmix_version": __version__, "config_hash": self.job.digest(), "input": self.path}
+            self.writer = pq.ParquetWriter(self.tmp, STAGE_SCHEMA.with_metadata(meta), compression="zstd")
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=STAGE_SCHEMA))
+            self.staged += len(self.rows)
+            self.rows = []
+
+    # -- the work
+    def run(self) -> dict:
+        from pipelines.read_warc import iter_pages
+
+        job = self.job
+        t_start = time.perf_counter()
+        if job.fetch.enabled:
+            from pipelines.image_fetch import Fetcher
+
+            self.fetcher = Fetcher(job.fetch)
+        window: deque = deque()
+        depth = max(8, job.fetch.concurrency * 2) if self.fetcher else 1
+        seen_pages: set[str] = set()
+        kept = self._kept_pages()
+        try:
+            for page in iter_pages(self.path, self.report, max_record_bytes=job.pages.max_record_bytes):
+                self.pages["read"] += 1
+                if page.text is not None:  # WET: no HTML, no images
+                    continue
+                if kept is not None and page.id not in kept:
+                    self.pages["not_kept"] += 1
+                    continue
+                if job.pages.skip_repeated_pages:
+                    if page.url in seen_pages:
+                        self.pages["repeated"] += 1
+                        continue
+                    seen_pages.add(page.url)
+                if self.ufilter is not None and job.pages.url_filter:
+                    why = self.ufilter.check(page.url)
+                    if why:
+                        self.pages[f"url_filter:{why}"] += 1
+                        continue
+                t0 = time.perf_counter()
+                try:
+                    cands = page_images(page.html, page.url, job)
+                except Exception as e:  # a page the parser chokes on is bad input, not a crash
+                    self.errors.append({"stage": "parse", "reason": "html_parse_error",
+                                        "record": f"{page.source}@{page.offset} ({page.url})",
+                                        "message": f"{type(e).__name__}: {e}"})
+                    continue
+                self.timings["parse"] += time.perf_counter() - t0
+                if not cands:
+                    self.pages["no_images"] += 1
+                    continue
+                lang, score = self._page_language(page.html)
+                if job.pages.languages is not None and (
+                        lang not in job.pages.languages or score < job.pages.language_threshold):
+                    self.pages["language"] += 1
+                    continue
+                self.pages["with_images"] += 1
+                for c in cands:  # rows leave the window in page order, whatever finishes first
+                    window.append(self._prepare(c, page, lang, score))
+                    while len(window) > depth:
+                        self._finish(*window.popleft())
+            while window:
+                self._finish(*window.popleft())
+        finally:
+            if self.fetcher is not None:
+                self.fetcher.close()
+            if self.index is not None:
+                self.index.close()
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.out / "_staging" / f"{self.name}.parquet")
+        self.timings["total"] = time.perf_counter() - t_start
+        return {"task": self.name, "input": self.path, "pages": dict(self.pages),
+                "candidates": self.staged, "reasons": dict(self.reasons),
+                "stage_reasons": {k: dict(v) for k, v in self.stage_reasons.items()},
+                "sources": dict(self.sources), "warc_matches": dict(self.matches), "errors": self.errors,
+                "examples": self.examples, "fetch": {"requests": self.fetch_n, "seconds": round(self.fetch_s, 3)},
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+
+    def _kept_pages(self) -> set[str] | None:
+        """Ids of the pages the text run kept (pages.kept_from), or None for every page."""
+        if not self.job.pages.kept_from:
+            return None
+        f = Path(self.job.pages.kept_from) / "curated" / f"{self.name}.parquet"
+        try:
+            return set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+        except (OSError, KeyError, pa.ArrowException) as e:
+            self.errors.append({"stage": "pages", "reason": "no_curated_file", "record": str(f),
+                                "message": f"pages.kept_from: {type(e).__name__}: {str(e)[:200]}"})
+            return set()
+
+    def _page_language(self, html: str) -> tuple[str, float]:
+        from pipelines import langid
+        from pipelines.extract import probe_text
+
+        t0 = time.perf_counter()
+        try:
+            text = probe_text(html)[:2000]
+            lang, score, _ = langid.best(text) if text.strip() else ("unknown", 0.0, {})
+        except Exception:
+            lang, score = "unknown", 0.0
+        self.timings["page_language"] += time.perf_counter() - t0
+        return lang, round(score, 4)
+
+    def _prepare(self, c: Candidate, page, lang: str, score: float):
+        """Filters that need no bytes: (row, _FINAL) when decided, else (row, None: a captured record
+        | Future: a fetch)."""
+        job = self.job
+        caption, csrc = choose_caption(c, job)
+        row = _row(url=c.urls[0] if c.urls else "", caption=caption, caption_source=csrc, alt=c.alt,
+                   title=c.title, figcaption=c.figcaption, surrounding=c.surrounding, candidates=c.urls,
+                   page_url=page.url, page_id=page.id, page_language=lang, page_language_score=score,
+                   image_index=c.index, input=self.path)
+        if not c.urls:
+            if c.data_uri:
+                return self.fail(row, "url", "data_uri", "image inlined as a data: URI")
+            return self.fail(row, "url", "no_url", "<img> without src")
+        if not all(u.startswith(("http://", "https://")) for u in c.urls[:1]):
+            return self.fail(row, "url", "bad_url", f"not an http(s) URL: {c.urls[0][:100]}")
+        if self.ufilter is not None and job.filters.url_filter:
+            why = self.ufilter.check(c.urls[0])
+            if why:
+                return self.fail(row, "url", f"url_blocklist:{why}", "image URL rejected by the URL filter")
+        cc = job.captions
+        if not caption:
+            if cc.require_caption:
+                return self.fail(row, "caption", "no_caption", "no " + "/".join(cc.sources))
+        else:
+            words = len(caption.split())
+            if len(caption) < cc.min_chars or words < cc.min_words:
+                return self.fail(row, "caption", "caption_too_short", f"{len(caption)} chars, {words} words")
+            t0 = time.perf_counter()
+            from pipelines import langid
+
+            clang, cscore, _ = langid.best(caption)
+            self.timings["caption_language"] += time.perf_counter() - t0
+            row.update(caption_language=clang, caption_language_score=round(cscore, 4))
+            if cc.languages is not None and (clang not in cc.languages or cscore < cc.language_threshold):
+                return self.fail(row, "caption", "caption_language", f"{clang} {cscore:.2f}")
+        if job.filters.use_declared_size and c.declared and max(c.declared) < job.filters.min_side:
+            return self.fail(row, "size_hint", "too_small", f"declared {c.declared[0]}x{c.declared[1]} in the HTML")
+        if c.urls[0] in self.seen_urls:
+            return self.fail(row, "dedup_url", "duplicate_url", "same image URL earlier in this file")
+        self.seen_urls.add(c.urls[0])
+        if self.index is not None:
+            for u in c.urls:
+                hit = self.index.find(u)
+                if hit is not None:
+                    (wpath, off, status, ct, _), match = hit
+                    row.update(url=u, source="warc", warc_file=wpath, warc_offset=off, warc_match=match,
+                               http_status=status, content_type=ct)
+                    return row, None
+        if self.fetcher is not None:
+            return row, self.fetcher.submit(c.urls[0])
+        return self.fail(row, "download", "not_captured", "no WARC record of this image (use --fetch)")
+
+    def _finish(self, row: dict, fut) -> None:
+        if fut is _FINAL:
+            self._emit(row)
+        else:
+            self._get_and_process(row, fut)
+            self._emit(row)
+
+    def _get_and_process(self, row: dict, fut) -> None:
+        job = self.job
+        if fut is None:  # a captured record
+            t0 = time.perf_counter()
+            data, why = self.index.read(row["warc_file"], row["warc_offset"], job.process.max_bytes)
+            self.timings["warc_read"] += time.perf_counter() - t0
+            if data is None:
+                self.fail(row, "download", "warc_read_error", why)
+                return
+            ctype = row["content_type"] or ""
+            self.matches[row["warc_match"]] += 1
+        else:
+            t0 = time.perf_counter()
+            res = fut.result()
+            self.timings["fetch_wait"] += time.perf_counter() - t0
+            self.fetch_n += 1
+            self.fetch_s += res.elapsed_s
+            row.update(source="fetch", http_status=res.status, content_type=res.content_type)
+            if res.final_url and res.final_url != row["url"]:
+                row["detail"] = f"redirected to {res.final_url}"
+            if not res.ok:
+                self.fail(row, "download", res.reason, res.detail)
+                return
+            data, ctype = res.data, res.content_type
+        row["bytes"] = len(data)
+        if ctype == "image/svg+xml":
+            self.fail(row, "decode", "svg", "Content-Type image/svg+xml")
+            return
+        if ctype and not ctype.startswith("image/") and ctype not in _OCTET:
+            self.fail(row, "download", "wrong_content_type", f"Content-Type {ctype!r}")
+            return
+        from pipelines.image_process import ImageError
+
+        t0 = time.perf_counter()
+        try:
+            img = self.proc.process(data)
+        except ImageError as e:
+            self.timings["process"] += time.perf_counter() - t0
+            self.fail(row, "filter" if e.reason in _FILTER_REASONS else "decode", e.reason, e.detail)
+            return
+        self.timings["process"] += time.perf_counter() - t0
+        self.sources[row["source"]] += 1
+        row.update(status="success", width=img.width, height=img.height, original_width=img.original_width,
+                   original_height=img.original_height, source_format=img.source_format,
+                   source_mode=img.source_mode, sha256=img.sha256, phash=f"{img.phash:016x}",
+                   image=img.data, ext=img.ext)
+
+
+def images_file(path: str, out_dir: str, job: ImagesJob, index: WarcIndex | None) -> dict:
+    """The body of one task: stage the candidate images of one input file; return its stats."""
+    out = Path(out_dir)
+    stats = _Task(path, out, job, index).run()
+    marker = out / "_tasks" / f"{stats['task']}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats, indent=1) + "\n")
+    os.replace(tmp, marker)
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards: dedup across the run, img2dataset layout
+
+class NearDupIndex:
+    """64-bit hashes within ``dist`` bits: split into dist+1 bands, a near duplicate shares one
+    band exactly (pigeonhole), then the full Hamming distance is checked."""
+
+    def __init__(self, dist: int):
+        self.dist = dist
+        nb = dist + 1
+        edges = [round(64 * i / nb) for i in range(nb + 1)]
+        self.bands = [(edges[i], edges[i + 1] - edges[i]) for i in range(nb)]
+        self.tables: list[dict[int, list[tuple[int, str]]]] = [{} for _ in range(nb)]
+
+    def find_or_add(self, h: int, key: str) -> str | None:
+        parts = [(h >> lo) & ((1 << width) - 1) for lo, width in self.bands]
+        for t, p in zip(self.tables, parts):
+            for other, okey in t.get(p, ()):
+                if (h ^ other).bit_count() <= self.dist:
+                    return okey
+        for t, p in zip(self.tables, parts):
+            t.setdefault(p, []).append((h, key))
+        return None
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = len(data), 0, 0o644, 0, 0, "", ""
+    tar.addfile(ti, io.BytesIO(data))
+
+
+class ShardWriter:
+    def __init__(self, out: Path, job: ImagesJob, meta: dict):
+        self.out, self.job, self.meta = out, job, meta
+        self.n = self.shard = 0
+        self.tar = None
+        self.rows: list[dict] = []
+        self.shards: list[dict] = []
+        self._open()
+
+    def _open(self):
+        self.tar_tmp = self.out / f"{self.shard:05d}.tar.tmp"
+        self.tar = tarfile.open(self.tar_tmp, "w", format=tarfile.USTAR_FORMAT)
+        self.n, self.rows = 0, []
+
+    def next_key(self) -> str:
+        """The key the next written image gets."""
+        if self.n >= self.job.shards.samples_per_shard:
+            return f"{self.shard + 1:05d}0000"
+        return f"{self.shard:05d}{self.n:04d}"
+
+    def add(self, row: dict, image: bytes | None, ext: str | None) -> None:
+        if image is not None:
+            if self.n >= self.job.shards.samples_per_shard:
+                self._close()
+                self.shard += 1
+                self._open()
+            key = f"{self.shard:05d}{self.n:04d}"
+            row["key"] = key
+            self.n += 1
+            _tar_add(self.tar, f"{key}.{ext}", image)
+            _tar_add(self.tar, f"{key}.txt", (row["caption"] or "").encode())
+            _tar_add(self.tar, f"{key}.json", json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
+        self.rows.append(row)
+
+    def _close(self):
+        self.tar.close()
+        os.replace(self.tar_tmp, self.out / f"{self.shard:05d}.tar")
+        comp = self.job.shards.compression
+        pq.write_table(pa.Table.from_pylist(self.rows, schema=ROW_SCHEMA.with_metadata(self.meta)),
+                       self.out / f"{self.shard:05d}.parquet", compression=None if comp == "none" else comp)
+        reasons = Counter(r["reason"] for r in self.rows if r["status"] != "success")
+        by_stage = Counter(r["stage"] for r in self.rows if r["status"] != "success")
+        st = {"shard": f"{self.shard:05d}", "count": len(self.rows), "successes": self.n,
+              "failed_to_download": by_stage["download"], "failed_to_resize": by_stage["decode"],
+              "failed_filters": sum(by_stage[s] for s in ("url", "caption", "size_hint", "filter")),
+              "duplicates": by_stage["dedup"] + by_stage["dedup_url"],
+              "status_dict": dict(reasons.most_common()), "top_errors": dict(reasons.most_common(10)),
+              "failed_by_stage": dict(sorted(by_stage.items()))}
+        (self.out / f"{self.shard:05d}_stats.json").write_text(json.dumps(st, indent=1) + "\n")
+        self.shards.append(st)
+
+    def close(self) -> list[dict]:
+        self._close()
+        return self.shards
+
+
+def write_shards(out: Path, inputs: list[str], job: ImagesJob, meta: dict, progress=True) -> dict:
+    """Read the staged rows in input order, drop duplicates across the run, write the shards."""
+    from tqdm import tqdm
+
+    for old in out.iterdir():
+        if re.fullmatch(r"\d{5}(\.tar|\.parquet|_stats\.json|\.tar\.tmp)", old.name):
+            old.unlink()
+    exact: dict[str, str] = {}
+    near = NearDupIndex(job.dedup.phash_max_distance) if job.dedup.perceptual else None
+    w = ShardWriter(out, job, meta)
+    dups = Counter()
+    for path in tqdm(inputs, unit="file", desc="shards", disable=not progress):
+        f = out / "_staging" / f"{task_name(path)}.parquet"
+        if not f.exists():
+            continue
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=512):
+            for row in batch.to_pylist():
+                image, ext = row.pop("image"), row.pop("ext")
+                if row["status"] == "success":
+                    dup = None
+                    if job.dedup.exact:
+                        dup = exact.get(row["sha256"])
+                        if dup is not None:
+                            row.update(status="failed", stage="dedup", reason="duplicate_sha256",
+                                       error_message="duplicate_sha256", duplicate_of=dup,
+                                       detail="same bytes as an earlier image")
+                    if dup is None and near is not None:
+                        dup = near.find_or_add(int(row["phash"], 16), w.next_key())
+                        if dup is not None:
+                            row.update(status="failed", stage="dedup", reason="near_duplicate",
+                                       error_message="near_duplicate", duplicate_of=dup,
+                                       detail=f"pHash within {job.dedup.phash_max_distance} bits of {dup}")
+                    if dup is not None:
+                        dups[row["reason"]] += 1
+                        image = None
+                    elif job.dedup.exact:
+                        exact[row["sha256"]] = w.next_key()
+                else:
+                    image = None
+                w.add(row, image, ext)
+    shards = w.close()
+    return {"shards": shards, "duplicates": dict(dups)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver
+
+def _init_ray(workers: int):
+    from pipelines.parallel import init_ray  # the text job's Ray start-up (local, or RAY_ADDRESS)
+
+    return init_ray(workers)
+
+
+_WORKER_INDEX: WarcIndex | None = None
+
+
+def _pool_init(per_file, canonical, follow):
+    global _WORKER_INDEX
+    _WORKER_INDEX = WarcIndex(per_file, canonical, follow) if per_file is not None else None
+
+
+def _pool_images_file(path, out_dir, job):
+    return images_file(path, out_dir, job, _WORKER_INDEX)
+
+
+def _ray_images_file(path, out_dir, job, per_file):
+    idx = WarcIndex(per_file, job.warc_lookup.canonical_urls, job.warc_lookup.follow_redirects) \
+        if per_file is not None else None
+    return images_file(path, out_dir, job, idx)
+
+
+def _map(fn, items: list, workers: int, backend: str, desc: str, progress: bool, extra=(), init=None):
+    """[(item, result | Exception)] in the order of ``items``."""
+    from tqdm import tqdm
+
+    results: dict[int, object] = {}
+    bar = tqdm(total=len(items), unit="file", desc=desc, disable=not progress)
+    if backend == "inline":
+        if init:
+            init[0](*init[1])
+        for i, it in enumerate(items):
+            try:
+                results[i] = fn(it, *extra)
+            except Exception as e:
+                results[i] = e
+            bar.update(1)
+    elif backend == "pool":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        kw = {"initializer": init[0], "initargs": init[1]} if init else {}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), **kw) as ex:
+            futs = {ex.submit(fn, it, *extra): i for i, it in enumerate(items)}
+            for fut in as_completed(futs):
+                try:
+                    results[futs[fut]] = fut.result()
+                except Exception as e:  # includes a worker that died (BrokenProcessPool)
+                    results[futs[fut]] = e
+                bar.update(1)
+    else:  # ray
+        ray = _init_ray(workers)
+        remote = ray.remote(num_cpus=1, max_retries=1)(fn)
+        refs = [ray.put(x) for x in extra]
+        pending, todo = {}, list(enumerate(items))
+        while todo or pending:
+            while todo and len(pending) < workers:
+                i, it = todo.pop(0)
+                pending[remote.remote(it, *refs)] = i
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                try:
+                    results[i] = ray.get(ref)
+                except Exception as e:
+                    results[i] = e
+                bar.update(1)
+    bar.close()
+    return [(it, results[i]) for i, it in enumerate(items)]
+
+
+def run(inputs: list[str], out_dir: Path, job: ImagesJob, workers: int = 1, backend: str | None = None,
+        overwrite: bool = False, progress: bool = True) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prev = out_dir / "stats.json"
+    if prev.exists() and not overwrite:
+        old = json.loads(prev.read_text())
+        if old.get("config_hash") != job.digest():
+            raise ConfigError(f"{out_dir} holds a run with another config ({old.get('config_hash')}); "
+                              f"use a new --output or --overwrite")
+    if overwrite:
+        for d in ("_tasks", "_staging"):
+            for m in (out_dir / d).glob("*"):
+                m.unlink()
+    (out_dir / "config.json").write_text(json.dumps(job.model_dump(mode="json"), indent=2) + "\n")
+    backend = backend or ("inline" if workers <= 1 or len(inputs) <= 1 else "pool")
+    t0 = time.perf_counter()
+    errors: list[dict] = []
+
+    # 1. index the captured image records of every input (and sibling) WARC
+    per_file = None
+    if job.warc_lookup.enabled:
+        extra = resolve_inputs(job.warc_lookup.extra_warcs) if job.warc_lookup.extra_warcs else []
+        to_index = list(dict.fromkeys(inputs + extra))
+        per_file = []
+        for path, res in _map(index_file, to_index, workers, backend, "index", progress):
+            if isinstance(res, Exception):
+                errors.append({"stage": "index", "reason": "task_failed", "record": path,
+                               "message": f"{type(res).__name__}: {str(res)[-500:]}"})
+            else:
+                per_file.append(res)
+                errors += res["errors"]
+    t_index = time.perf_counter() - t0
+    n_indexed = sum(len(f["records"]) for f in per_file or [])
+
+    # 2. one task per input file (finished tasks are skipped)
+    todo = [p for p in inputs if overwrite or not (out_dir / "_tasks" / f"{task_name(p)}.json").exists()
+            or not (out_dir / "_staging" / f"{task_name(p)}.parquet").exists()]
+    lk = job.warc_lookup
+    if backend == "inline":
+        idx = WarcIndex(per_file, lk.canonical_urls, lk.follow_redirects) if per_file is not None else None
+        done = _map(images_file, todo, 1, "inline", "images", progress, extra=(str(out_dir), job, idx))
+    elif backend == "pool":
+        done = _map(_pool_images_file, todo, workers, "pool", "images", progress, extra=(str(out_dir), job),
+                    init=(_pool_init, (per_file, lk.canonical_urls, lk.follow_redirects)))
+    else:
+        done = _map(_ray_images_file, todo, workers, "ray", "images", progress,
+                    extra=(str(out_dir), job, per_file))
+    failed = []
+    for path, res in done:
+        if isinstance(res, Exception):
+            failed.append(path)
+            errors.append({"stage": "task", "reason": "task_failed", "record": path,
+                           "message": f"{type(res).__name__}: {str(res)[-500:]}"})
+    task_stats = []
+    for p in inputs:
+        m = out_dir / "_tasks" / f"{task_name(p)}.json"
+        if m.exists() and p not in failed:
+            task_stats.append(json.loads(m.read_text()))
+    t_tasks = time.perf_counter() - t0 - t_index
+
+    # 3. dedup across the run + shards
+    meta = {"crawlmix_version": __version__, "config_hash": job.digest(), "seed": str(job.seed)}
+    sh = write_shards(out_dir, [p for p in inputs if p not in failed], job, meta, progress)
+    stats = merge(task_stats, sh, errors)
+    stats.update({"job": job.name, "crawlmix_version": __version__, "config_hash": job.digest(), "seed": job.seed,
+                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "output": str(out_dir),
+                  "inputs": len(inputs), "workers": workers, "backend": backend, "failed_tasks": failed,
+                  "indexed_image_records": n_indexed,
+                  "wall_s": round(time.perf_counter() - t0, 2),
+                  "phase_s": {"index": round(t_index, 2), "images": round(t_tasks, 2),
+                              "shards": round(time.perf_counter() - t0 - t_index - t_tasks, 2)}})
+    stats = {k: stats[k] for k in sorted(stats, key=lambda k: (k not in _HEAD, _HEAD.index(k) if k in _HEAD else 0))}
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
+    return stats
+
+
+_HEAD = ["job", "crawlmix_version", "config_hash", "seed", "created", "output", "inputs", "workers", "backend",
+         "wall_s", "phase_s", "pages", "candidates", "successes", "funnel", "reasons", "sources", "warc_matches"]
+
+
+def merge(task_stats: list[dict], sh: dict, errors: list[dict]) -> dict:
+    pages, reasons, sources, matches, timings = Counter(), Counter(), Counter(), Counter(), Counter()
+    examples, fetch_n, fetch_s, candidates = [], 0, 0.0, 0
+    for t in task_stats:
+        pages.update(t["pages"])
+        reasons.update(t["reasons"])
+        sources.update(t["sources"])
+        matches.update(t["warc_matches"])
+        timings.update(t["timings"])
+        errors = errors + t["errors"]
+        examples += t["examples"][: max(0, 20 - len(examples))]
+        fetch_n += t["fetch"]["requests"]
+        fetch_s += t["fetch"]["seconds"]
+        candidates += t["candidates"]
+    reasons.update(sh["duplicates"])
+    by_stage = {st: Counter() for st in STAGES}
+    for t in task_stats:
+        for st, rs in t["stage_reasons"].items():
+            by_stage[st].update(rs)
+    by_stage["dedup"].update(sh["duplicates"])
+    funnel, n = [], candidates
+    for stage in STAGES:
+        dropped = by_stage[stage]
+        out = n - sum(dropped.values())
+        funnel.append({"stage": stage, "in": n, "out": out, "dropped": dict(dropped.most_common())})
+        n = out
+    successes = sum(s["successes"] for s in sh["shards"])
+    return {"pages": dict(pages), "candidates": candidates, "successes": successes, "funnel": funnel,
+            "reasons": dict(reasons.most_common()), "sources": dict(sources), "warc_matches": dict(matches),
+            "fetch": {"requests": fetch_n, "mean_s": round(fetch_s / fetch_n, 4) if fetch_n else None},
+            "shards": sh["shards"], "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "error_count": len(errors), "errors": errors[:1000], "image_error_examples": examples}
+
+
+def summary(stats: dict) -> str:
+    p = stats["pages"]
+    lines = [f"crawlmix {stats['crawlmix_version']}  job={stats['job']}  config={stats['config_hash']}  "
+             f"files={stats['inputs']}  wall={stats['wall_s']}s",
+             f"output: {stats['output']}/{{00000..}}.tar  .parquet  _stats.json  stats.json", "",
+             f"pages read {p.get('read', 0)}, with images {p.get('with_images', 0)}, "
+             f"repeated {p.get('repeated', 0)}, no <img> {p.get('no_images', 0)}, "
+             f"URL-filtered {sum(v for k, v in p.items() if k.startswith('url_filter'))}, "
+             f"language {p.get('language', 0)}", "",
+             f"{'stage':<12}{'in':>8}{'out':>8}  dropped (top reasons)"]
+    for f in stats["funnel"]:
+        top = ", ".join(f"{r}={n}" for r, n in list(f["dropped"].items())[:4])
+        lines.append(f"{f['stage']:<12}{f['in']:>8}{f['out']:>8}  {top}")
+    src = ", ".join(f"{k}={v}" for k, v in stats["sources"].items()) or "-"
+    lines += ["", f"candidates {stats['candidates']}  ->  image-text pairs {stats['successes']} "
+                  f"in {len(stats['shards'])} shard(s)  (bytes from: {src})"]
+    if stats["error_count"]:
+        lines.append(f"bad input: {stats['error_count']} (listed under 'errors' in stats.json), e.g.")
+        lines += [f"  {e['reason']}: {e['record']}: {e['message'][:120]}" for e in stats["errors"][:3]]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="images.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 2)[2])
+    ap.add_argument("--input", action="append", required=True, metavar="PATH_OR_GLOB",
+                    help="WARC file, glob or fsspec URL; repeatable")
+    ap.add_argument("--output", required=True, metavar="DIR", help="output folder (shards, stats.json)")
+    ap.add_argument("--config", metavar="YAML", help="images job config (default: jobs/images.yaml)")
+    ap.add_argument("--fetch", action="store_true",
+                    help="download images no input WARC captured (network; sets fetch.enabled)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="parallel tasks (default: all cores, %(default)s here)")
+    ap.add_argument("--ray", action="store_true", help="run tasks on Ray (also when RAY_ADDRESS is set)")
+    ap.add_argument("--overwrite", action="store_true", help="redo finished tasks")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    try:
+        job = load_images_job(a.config, {"fetch": {"enabled": True}} if a.fetch else None)
+        inputs = resolve_inputs(a.input)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    backend = "ray" if a.ray or os.environ.get("RAY_ADDRESS") else None
+    try:
+        stats = run(inputs, Path(a.output), job, max(1, a.workers), backend, a.overwrite, not a.no_progress)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

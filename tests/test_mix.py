@@ -1,0 +1,441 @@
+"""The mixer (pipelines/mix.py): exact per-shard ratios, byte-identical reruns, resume, readers, validation."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+import types
+import typing
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines.config import ConfigError
+from pipelines.mix import main as mix_main
+from pipelines.mix import run
+from pipelines.mixture_config import load_mixture, parse_mixture
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("river bridge market farmer weaver trader flood stone timber valley hill coast town year price "
+         "record parish wool cheese honey").split()
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(20, 120)))) + "." for _ in range(n)]
+
+
+def write_curated(path: Path, n: int = 30, seed: int = 0) -> None:
+    """A Parquet file shaped like the crawl's curated output (subset of its columns + provenance metadata)."""
+    langs = ["en", "en", "de", "fr"]
+    rows = {"id": [f"<urn:uuid:{seed}-{i}>" for i in range(n)], "url": [f"https://ex{seed}.org/p/{i}" for i in range(n)],
+            "text": _texts(n, seed), "language": [langs[i % 4] for i in range(n)],
+            "language_score": [0.9] * n, "date": ["2024-05-20T12:00:00Z"] * n, "source": ["sample.warc.gz"] * n,
+            "offset": list(range(0, 1000 * n, 1000))}
+    t = pa.table(rows).replace_schema_metadata({"config_hash": "abc123", "seed": "0", "crawlmix_version": "0.1.0"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(t, path)
+
+
+@pytest.fixture(scope="session")
+def tree(tmp_path_factory) -> Path:
+    """A source tree laid out like the repo: sample/media/* (small scale) and output/sample-crawl/curated."""
+    from pipelines.make_media_sample import write_media_sample
+
+    root = tmp_path_factory.mktemp("mixroot")
+    write_media_sample(root / "sample" / "media", seed=0, scale=0.5)
+    write_curated(root / "output" / "sample-crawl" / "curated" / "a.parquet", 30, 0)
+    write_curated(root / "output" / "sample-crawl" / "curated" / "b.parquet", 20, 1)
+    return root
+
+
+def base_mix(**stage_over) -> dict:
+    stage = {"name": "s1", "budget": {"samples": 300}, "shards": {"max_samples": 37},
+             "sources": [
+                 {"name": "img", "modality": "image", "path": "sample/media/photos.tar", "weight": 0.35, "max_epochs": 4},
+                 {"name": "web", "modality": "text", "path": "output/sample-crawl/curated/*.parquet", "weight": 0.20,
+                  "max_epochs": 2},
+                 {"name": "vid", "modality": "video", "path": "sample/media/video.tar", "weight": 0.33, "max_epochs": 4},
+                 {"name": "multi", "modality": "multi-image", "path": "sample/media/multi-image.tar", "weight": 0.12,
+                  "max_epochs": 2},
+             ]}
+    stage.update(stage_over)
+    return {"name": "t", "seed": 3, "stages": [stage]}
+
+
+def build(raw: dict, root: Path, out: Path, **kw):
+    return run(parse_mixture(raw), out, root, progress=False, **kw)
+
+
+def shard_sources(tar_path: Path) -> list[str]:
+    """Per sample (in order), the source named in its .json, read from the tar itself."""
+    out = []
+    with tarfile.open(tar_path) as tf:
+        for m in tf:
+            if m.name.endswith(".json"):
+                out.append(json.loads(tf.extractfile(m).read())["source"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mix1")
+    res = build(base_mix(), tree, out)
+    return out, res
+
+
+def test_ratios_exact_in_every_shard(built):
+    out, res = built
+    weights = {"img": 0.35, "web": 0.20, "vid": 0.33, "multi": 0.12}
+    shards = sorted((out / "s1").glob("shard-*.tar"))
+    assert len(shards) == 9  # 300 samples / 37 per shard
+    total = Counter()
+    for p in shards:
+        got = Counter(shard_sources(p))
+        n = sum(got.values())
+        for name, w in weights.items():
+            assert abs(got[name] - w * n) < 1, (p.name, name, got[name], w * n)
+        stats = json.loads(p.with_name(p.name[:-4] + ".stats.json").read_text())
+        assert {k: v["samples"] for k, v in stats["sources"].items()} == dict(got)
+        total.update(got)
+    assert sum(total.values()) == 300
+    for name, w in weights.items():
+        assert abs(total[name] - w * 300) <= 1
+    lock = json.loads((out / "s1" / "mix.lock.json").read_text())
+    assert {k: v["samples"] for k, v in lock["sources"].items()} == dict(total)
+    assert lock["max_shard_deviation"] < 1
+    assert lock["modalities"]["video"]["target_share"] == pytest.approx(0.33)
+
+
+def test_within_shard_interleaving_is_even(built):
+    """Sources are spread through a shard, not written in blocks: any 10 consecutive samples hold >= 2 videos."""
+    out, _ = built
+    seq = shard_sources(out / "s1" / "shard-000000.tar")
+    for i in range(len(seq) - 10):
+        assert seq[i:i + 10].count("vid") >= 2, seq
+
+
+def test_readers_load_the_shards(built):
+    import webdataset as wds
+
+    out, _ = built
+    ds = wds.WebDataset(str(out / "s1" / "shard-{000000..000008}.tar"), shardshuffle=False).decode("pil")
+    n, mods, keys = 0, Counter(), set()
+    for s in ds:
+        n += 1
+        assert "." not in s["__key__"]
+        keys.add(s["__key__"])
+        meta = s["json"]
+        mods[meta["modality"]] += 1
+        assert meta["provenance"]["mixture"] == "t" and meta["provenance"]["seed"] == 3
+        if meta["modality"] == "text":
+            assert s["txt"] and meta["url"].startswith("https://ex") and meta["language"] in ("en", "de", "fr")
+            assert meta["provenance"]["input"]["config_hash"] == "abc123"  # the crawl's own provenance travels on
+        elif meta["modality"] == "image":
+            assert s["jpg"].size == (128, 96) and s["txt"].startswith("A photo of")
+        elif meta["modality"] == "video":
+            assert [k for k in s if k.endswith(".jpg")] == [f"{i}.jpg" for i in range(8)]
+            assert meta["meta"]["fps"] == 4
+        else:
+            assert 2 <= sum(k.endswith(".jpg") for k in s) <= 3
+    assert n == 300 and len(keys) == 300
+    assert mods == {"image": 105, "text": 60, "video": 99, "multi-image": 36}
+
+    wids = _import_wids()
+    d = wids.ShardListDataset(str(out / "s1" / "shardindex.json"), cache_dir=str(out / "_wids_cache"))
+    assert len(d) == 300
+    for i in (0, 37, 150, 299):
+        s = d[i]
+        assert s["__key__"] == f"{i:010d}"
+        assert json.loads(s[".json"].read()) if hasattr(s[".json"], "read") else s[".json"]
+
+
+def _import_wids():
+    """wids 0.1.11 imports torch.distributed and torch.utils.data at module level (for its distributed
+    sampler, which these tests do not use). Without torch, give it those two names for the import only."""
+    try:
+        import torch  # noqa: F401
+        import wids
+
+        return wids
+    except ImportError:
+        pass
+    T = typing.TypeVar("T")
+    t, d, u, ud = (types.ModuleType(n) for n in ("torch", "torch.distributed", "torch.utils", "torch.utils.data"))
+    d.is_initialized = lambda: False
+
+    class Dataset(typing.Generic[T]):
+        pass
+
+    class Sampler(typing.Generic[T]):
+        pass
+
+    ud.Dataset, ud.Sampler = Dataset, Sampler
+    t.distributed, t.utils, u.data = d, u, ud
+    stub = {"torch": t, "torch.distributed": d, "torch.utils": u, "torch.utils.data": ud}
+    sys.modules.update(stub)
+    try:
+        import wids
+    finally:
+        for k, v in stub.items():
+            if sys.modules.get(k) is v:
+                del sys.modules[k]
+    return wids
+
+
+def _files(d: Path) -> dict:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
+            and "_wids_cache" not in p.parts}
+
+
+def test_byte_identical_rerun_and_seed_matters(tree, built, tmp_path):
+    out, _ = built
+    build(base_mix(), tree, tmp_path / "again")
+    a, b = _files(out), _files(tmp_path / "again")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
+    raw = base_mix()
+    raw["seed"] = 4
+    build(raw, tree, tmp_path / "seed4")
+    assert (tmp_path / "seed4" / "s1" / "shard-000000.tar").read_bytes() != a["s1/shard-000000.tar"]
+    with tarfile.open(out / "s1" / "shard-000000.tar") as tf:  # fixed metadata in every header
+        assert {(m.mtime, m.uid, m.gid, m.mode, m.uname) for m in tf} == {(0, 0, 0, 0o444, "crawlmix")}
+
+
+def test_resume_writes_only_missing_shards(tree, built, tmp_path):
+    import shutil
+
+    src, _ = built
+    out = tmp_path / "resume"
+    shutil.copytree(src, out)
+    d = out / "s1"
+    (d / "shard-000003.tar").unlink()  # interrupted before this shard
+    (d / "shard-000003.stats.json").unlink()
+    (d / "shard-000005.stats.json").unlink()  # died between tar and stats
+    with open(d / "shard-000007.tar", "r+b") as f:  # half-written
+        f.truncate(1000)
+    (d / "shard-000008.tar.tmp").write_bytes(b"junk")
+    before = {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.tar")}
+    res = build(base_mix(), tree, out)
+    assert res[0]["written"] == 3 and res[0]["skipped"] == 6
+    for name, t in before.items():
+        if name not in ("shard-000005.tar", "shard-000007.tar"):
+            assert (d / name).stat().st_mtime_ns == t, name
+    assert not list(d.glob("*.tmp"))
+    a, b = _files(src), _files(out)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    # another mixture into the same folder is refused, unless --overwrite
+    raw = base_mix()
+    raw["seed"] = 9
+    with pytest.raises(ConfigError, match="another mixture"):
+        build(raw, tree, out)
+    build(raw, tree, out, overwrite=True)
+    assert (d / "shard-000000.tar").read_bytes() != a["s1/shard-000000.tar"]
+
+
+def test_max_bytes_limits_shards_and_keeps_ratios(tree, tmp_path):
+    raw = base_mix(budget={"samples": 120}, shards={"max_samples": 50, "max_bytes": 60_000})
+    res = build(raw, tree, tmp_path)
+    lock = res[0]["lock"]
+    assert lock["max_shard_deviation"] < 1
+    for p in sorted((tmp_path / "s1").glob("*.tar")):
+        st = json.loads(p.with_name(p.name[:-4] + ".stats.json").read_text())
+        assert p.stat().st_size == st["bytes"] and (st["bytes"] <= 60_000 or st["samples"] == 1)
+    assert lock["shards"] > 3 and lock["samples"] == 120
+
+
+def test_token_budget_with_local_tokenizer_json(tree, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(_texts(50, 0), trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    raw = {"name": "txt", "seed": 1, "tokens": {"tokenizer": str(tmp_path / "tokenizer.json")},
+           "stages": [{"name": "pre", "budget": {"tokens": 4000}, "shards": {"max_samples": 8},
+                       "sources": [
+                           {"name": "en", "modality": "text", "path": "output/sample-crawl/curated",
+                            "languages": ["en"], "weight": 0.5, "max_epochs": 3},
+                           {"name": "book", "modality": "text", "path": "sample/media/textbook.jsonl", "weight": 0.5}]}]}
+    res = build(raw, tree, tmp_path / "out")
+    lock = res[0]["lock"]
+    assert lock["tokenizer"] == str(tmp_path / "tokenizer.json")
+    recount, biggest = 0, 0
+    for p in sorted((tmp_path / "out" / "pre").glob("*.tar")):
+        with tarfile.open(p) as tf:
+            for m in tf:
+                if m.name.endswith(".txt"):
+                    n = len(tok.encode(tf.extractfile(m).read().decode(), add_special_tokens=False).ids)
+                    recount += n
+                    biggest = max(biggest, n)
+                elif m.name.endswith(".json"):
+                    assert json.loads(tf.extractfile(m).read())["language"] == "en"
+    assert recount == lock["tokens"]
+    assert 4000 <= lock["tokens"] < 4000 + 2 * biggest
+
+
+def test_builtin_whitespace_matches_tokenizers_pretokenizer():
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from pipelines.mix import TokenCounter
+    from pipelines.mixture_config import TokenConfig
+
+    texts = ["Hello, world! It's 3.14 -- ok?", "Ünïcode wörds 日本語 and tabs\tand\nnewlines...", ""]
+    got = TokenCounter(TokenConfig()).count(texts)
+    assert list(got) == [len(Whitespace().pre_tokenize_str(t)) for t in texts]
+
+
+def test_media_sample_is_deterministic_and_small(tmp_path):
+    from pipelines.make_media_sample import write_media_sample
+
+    write_media_sample(tmp_path / "a", scale=0.2)
+    write_media_sample(tmp_path / "b", scale=0.2)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    full = sum(v["samples"] for v in json.loads((tmp_path / "a" / "MEDIA_MANIFEST.json").read_text())["files"].values())
+    assert full > 50
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _bad(tree, tmp_path, raw, match):
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match=match) as e:
+        build(raw, tree, out)
+    assert not out.exists(), "nothing may be written before the mixture is validated"
+    return str(e.value)
+
+
+def test_weights_summing_to_108_percent_fail_with_sum_and_names(tree, tmp_path):
+    raw = base_mix()
+    raw["stages"][0]["sources"][3]["weight"] = 0.20  # the seed's 35/20/33/20
+    msg = _bad(tree, tmp_path, raw, r"weights sum to 1\.08 \(108%\)")
+    assert all(n in msg for n in ("img 0.35", "web 0.2", "vid 0.33", "multi 0.2", "normalize: true"))
+    raw["normalize"] = True
+    raw["stages"][0]["sources"][3]["max_epochs"] = 3
+    res = build(raw, tree, tmp_path / "norm")
+    assert res[0]["lock"]["sources"]["multi"]["target_share"] == pytest.approx(0.2 / 1.08)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r["stages"][0]["sources"][0].update(wieght=1), r"stages\.s1\.sources\.img\.wieght: unknown key"),
+    (lambda r: r.update(shards=1), r"shards: unknown key"),
+    (lambda r: r["stages"][0]["sources"][1].update(weight=-0.2), r"sources\.web\.weight: Input should be greater"),
+    (lambda r: r["stages"][0]["sources"][2].update(name="img"), r"duplicate source name 'img'"),
+    (lambda r: r["stages"][0]["sources"][2].update(modality="audio"), r"sources\.vid\.modality"),
+    (lambda r: r["stages"][0].update(budget={"samples": 10, "tokens": 10}), r"exactly one of"),
+    (lambda r: r["stages"][0]["sources"][0].update(name="a.b"), r"no dots"),
+    (lambda r: r.update(tokens={"tokenizer": "/nonexistent/tokenizer.json"}), r"tokens\.tokenizer: no tokenizer"),
+])
+def test_config_errors_name_the_field(tree, tmp_path, edit, match):
+    raw = base_mix()
+    edit(raw)
+    _bad(tree, tmp_path, raw, match)
+
+
+def test_missing_path(tree, tmp_path):
+    raw = base_mix()
+    raw["stages"][0]["sources"][2]["path"] = "sample/media/nope-*.tar"
+    _bad(tree, tmp_path, raw, r"source 'vid': path 'sample/media/nope-\*\.tar' matches no file")
+
+
+def test_empty_source(tree, tmp_path):
+    raw = base_mix()
+    raw["stages"][0]["sources"][1]["languages"] = ["xx"]
+    _bad(tree, tmp_path, raw, r"source 'web' is empty: 0 samples in 2 file\(s\) after the languages filter")
+    (tmp_path / "empty.tar").write_bytes(b"")
+    raw = base_mix()
+    raw["stages"][0]["sources"][2]["path"] = str(tmp_path / "empty.tar")
+    _bad(tree, tmp_path, raw, r"source 'vid' is empty")
+
+
+def test_corrupt_tar(tree, tmp_path):
+    good = (tree / "sample" / "media" / "video.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(good[:len(good) // 2 + 100])
+    raw = base_mix()
+    raw["stages"][0]["sources"][2]["path"] = str(tmp_path / "cut.tar")
+    _bad(tree, tmp_path, raw, r"source 'vid': corrupt tar .*cut\.tar")
+    (tmp_path / "garbage.tar").write_bytes(b"\x89PNG not a tar at all" * 100)
+    raw["stages"][0]["sources"][2]["path"] = str(tmp_path / "garbage.tar")
+    _bad(tree, tmp_path, raw, r"source 'vid': corrupt tar .*garbage\.tar")
+
+
+def test_source_too_small_for_its_share(tree, tmp_path):
+    raw = base_mix()
+    raw["stages"][0]["sources"][1]["max_epochs"] = 1  # 50 docs, but 20% of 300 = 60 draws
+    _bad(tree, tmp_path, raw, r"source 'web' is too small for its share: weight 0\.2 of 300 samples needs ~60 "
+                              r"draws, but it has 50 samples x max_epochs 1 = 50 allowed")
+
+
+def test_yaml_file_errors(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("name: x\nstages: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_mixture(p)
+    with pytest.raises(ConfigError, match="no such mixture file"):
+        load_mixture(tmp_path / "missing.yaml")
+
+
+# ------------------------------------------------------------------------------------------ shipped mixtures / CLI
+@pytest.mark.parametrize("name", ["smolvlm-vision", "smolvlm-video", "text-pretrain"])
+def test_shipped_mixtures_validate(name):
+    mix = load_mixture(ROOT / "mixtures" / f"{name}.yaml")
+    assert mix.stages and all(s.bundled for st in mix.stages for s in st.sources)
+
+
+def test_video_stage_cli_prints_target_vs_realised(tree, tmp_path, capsys):
+    """The shipped video stage (image 35 / text 20 / video 33 / multi-image 12) on a sample-like tree."""
+    raw = yaml.safe_load((ROOT / "mixtures" / "smolvlm-video.yaml").read_text())
+    raw["stages"][0]["budget"]["samples"] = 200  # the tree holds the media sample at half scale
+    for s in raw["stages"][0]["sources"]:
+        s["max_epochs"] = 4
+    p = tmp_path / "video.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    rc = mix_main(["--mixture", str(p), "--output", str(tmp_path / "o"), "--root", str(tree), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.split() and ln.split()[0] in
+            ("image", "text", "video", "multi-image")}
+    assert {k: (v[1], v[2]) for k, v in rows.items()} == {
+        "image": ("35.00%", "35.00%"), "text": ("20.00%", "20.00%"), "video": ("33.00%", "33.00%"),
+        "multi-image": ("12.00%", "12.00%")}
+    assert "clips" in out and "worst shard deviation" in out
+    rc = mix_main(["--mixture", str(p), "--output", str(tmp_path / "o"), "--root", str(tree), "--no-progress"])
+    assert rc == 0 and "wrote 0 shard(s), kept 2 finished" in capsys.readouterr().out
+
+
+def test_cli_errors_exit_2_and_help(tmp_path, capsys):
+    raw = base_mix()
+    raw["stages"][0]["sources"][0]["weight"] = 0.5
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    assert mix_main(["--mixture", str(p), "--output", str(tmp_path / "o")]) == 2
+    assert "weights sum to 1.15 (115%)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        mix_main(["--help"])
+    assert e.value.code == 0 and "--mixture" in capsys.readouterr().out
+
+
+def test_ray_writes_the_same_bytes(tree, built, tmp_path):
+    """--ray: shards written by Ray actors (a local Ray with 2 CPUs) equal the in-process ones byte for byte."""
+    import ray
+
+    src, _ = built
+    try:
+        res = build(base_mix(), tree, tmp_path / "ray", use_ray=True, workers=2)
+    finally:
+        ray.shutdown()
+    assert res[0]["written"] == 9
+    a, b = _files(src), _files(tmp_path / "ray")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def test_forked_workers_write_the_same_bytes(tree, built, tmp_path):
+    src, _ = built
+    res = build(base_mix(), tree, tmp_path / "w2", workers=2)
+    assert res[0]["written"] == 9
+    a, b = _files(src), _files(tmp_path / "w2")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
