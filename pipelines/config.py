@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from filters.c4_quality import C4Quality
+from pipelines.errors import ConfigError  # noqa: F401  (re-exported)
 from filters.fineweb_quality import FineWebQuality
 from filters.gopher_quality import GopherQuality
 from filters.gopher_repetition import GopherRepetition
@@ -112,10 +113,6 @@ class OutputConfig(Strict):
     rows_per_group: int = Field(2_000, gt=0)
 
 
-class ConfigError(ValueError):
-    """A job YAML that cannot run; the message names the file and the field."""
-
-
 class ImagesStep(Strict):
     """Image-text pairs from the pages this crawl keeps (pipelines/images.py), written to OUTPUT/pairs/."""
 
@@ -124,7 +121,7 @@ class ImagesStep(Strict):
     fetch: bool = False  # download images no input WARC captured (network)
 
 
-from pipelines.pii_config import PiiConfig  # noqa: E402  (imports ConfigError from here)
+from pipelines.pii_config import PiiConfig  # noqa: E402
 
 
 class JobConfig(Strict):

@@ -127,7 +127,8 @@ class ImagesJob(Strict):
         return self
 
     def digest(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Config hash; pages.kept_from is where a crawl's output lies, not a setting, and is left out."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"pages": {"kept_from"}}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

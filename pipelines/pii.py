@@ -633,7 +633,7 @@ def out_names(paths: list[str]) -> list[str]:
 
 
 def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, progress: bool = False,
-               name: str | None = None) -> dict:
+               name: str | None = None, input_label: str | None = None) -> dict:
     """One curated Parquet file -> OUT/curated/<name> with scrubbed `text` and a `pii` column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -656,7 +656,7 @@ def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, pr
             schema = schema.remove(schema.get_field_index("pii"))
         meta = dict(schema.metadata or {})
         meta.update({b"pii_config_hash": cfg.digest().encode(), b"pii_seed": str(cfg.seed).encode(),
-                     b"pii_crawlmix_version": __version__.encode(), b"pii_input": path.encode()})
+                     b"pii_crawlmix_version": __version__.encode(), b"pii_input": (input_label or path).encode()})
         schema = schema.append(pa.field("pii", PII_TYPE)).with_metadata(meta)
         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         bar = tqdm(total=pf.metadata.num_rows, desc=out_name(path)[:30], unit="doc", disable=not progress)
@@ -682,7 +682,8 @@ def scrub_crawl_task(curated: str, removed: list[str], cfg_json: str) -> dict:
     done = cfg.digest().encode()
     parts = []
     if (pq.read_schema(curated).metadata or {}).get(b"pii_config_hash") != done:
-        parts.append(scrub_file(curated, str(Path(curated).parent.parent), cfg_json, name=Path(curated).name))
+        parts.append(scrub_file(curated, str(Path(curated).parent.parent), cfg_json, name=Path(curated).name,
+                                input_label=f"curated/{Path(curated).name}"))  # in place: no run-specific path
     for path in removed:
         meta = pq.read_schema(path).metadata or {}
         if meta.get(b"pii_config_hash") == done:

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.config import ConfigError
+from pipelines.errors import ConfigError
 
 # Entity types with a fast path (cheap candidate scan, presidio on windows around the candidates).
 PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN")
@@ -86,15 +85,10 @@ def load_pii_config(path: str | Path | None = None) -> PiiConfig:
     default seed). No path: the defaults."""
     if path is None:
         return PiiConfig()
+    from pipelines.config import read_yaml_mapping
+
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path)
     if "pii" in raw:
         section = raw["pii"] or {}
         if not isinstance(section, dict):

@@ -83,7 +83,8 @@ def test_bad_files_never_crash(bad_inputs):
         pages, skipped = out[name]
         assert pages == [] and skipped[0][0] == "corrupt_file" and name in skipped[0][1]
     pages, skipped = out["cut.warc.gz"]
-    assert 5 < len(pages) < 23 and skipped and skipped[-1][0] in ("truncated_record", "corrupt_file")
+    assert 5 < len(pages) < 23 and skipped and skipped[-1][0] in ("truncated_record", "corrupt_file", "bad_http")
+    assert "cut.warc.gz@" in skipped[-1][1]  # the file and the record offset are named
     pages, _ = out["v017.warc.gz"]
     assert len(pages) == 23  # WARC/0.17 records read like 1.0
 
