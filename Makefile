@@ -30,6 +30,10 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) bench/extraction.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/dedup.py
+	$(PY) bench/pii.py
+	$(PY) bench/mix.py
+	$(PY) bench/images.py
 
 ## dashboard: browse the runs and mixes under output/
 dashboard: $(VENV)/.installed
