@@ -285,7 +285,8 @@ def _image_stats(stage_dir: Path) -> dict:
             for m in tar:
                 if m.isfile() and m.name.endswith(".json"):
                     meta = json.loads(tar.extractfile(m).read())
-                    w, h = meta.get("width"), meta.get("height")
+                    inner = meta.get("meta") if isinstance(meta.get("meta"), dict) else {}
+                    w, h = meta.get("width") or inner.get("width"), meta.get("height") or inner.get("height")
                     if w and h:
                         sizes.append((w, h))
     if not sizes:

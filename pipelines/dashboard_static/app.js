@@ -29,7 +29,7 @@ function barChart(id, rows, opts = {}) {
 }
 
 function setProv(p) {
-  document.getElementById("prov").textContent = p ? `config ${p.config_hash || "?"} · seed ${p.seed ?? "?"} · crawlmix ${p.version || p.crawlmix_version || "?"}` : "";
+  document.getElementById("prov").textContent = p ? `config ${p.config_hash || p.mixture_hash || "?"} · seed ${p.seed ?? "?"} · crawlmix ${p.version || p.crawlmix_version || "?"}` : "";
 }
 
 async function runsPage() {
