@@ -87,14 +87,14 @@ def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrit
         dedup_stats = run_dedup(staged, out_dir, cfg.dedup, workers, progress, names=[r["task"] for r in done])
     pii_stats = None
     if cfg.pii.enabled:  # after dedup: scrub only what is kept
-        from pipelines.pii import _merge, scrub_crawl_task
+        from pipelines.pii import merge_pii_stats, scrub_crawl_task
 
         names = sorted(task_name(p) for p in inputs)
         args = [(str(out_dir / "curated" / f"{n}.parquet"),
                  [str(r) for r in sorted((out_dir / "removed").glob(f"{n}*.parquet"))], cfg.pii.model_dump_json())
                 for n in names if (out_dir / "curated" / f"{n}.parquet").exists()]
         parts = [r for r in parallel_map(scrub_crawl_task, args, workers, "pii", progress) if r]
-        pii_stats = _merge(parts) if parts else None
+        pii_stats = merge_pii_stats(parts) if parts else None
     images_stats = None
     if cfg.images.enabled:  # image-text pairs from the pages this run kept
         from pipelines.images import run as run_images

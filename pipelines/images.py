@@ -801,12 +801,6 @@ def write_shards(out: Path, inputs: list[str], job: ImagesJob, meta: dict, progr
 # ----------------------------------------------------------------------------------------------
 # Driver
 
-def _init_ray(workers: int):
-    from pipelines.parallel import init_ray  # the text job's Ray start-up (local, or RAY_ADDRESS)
-
-    return init_ray(workers)
-
-
 _WORKER_INDEX: WarcIndex | None = None
 
 
@@ -854,7 +848,9 @@ def _map(fn, items: list, workers: int, backend: str, desc: str, progress: bool,
                     results[futs[fut]] = e
                 bar.update(1)
     else:  # ray
-        ray = _init_ray(workers)
+        from pipelines.parallel import init_ray  # the text job's Ray start-up (local, or RAY_ADDRESS)
+
+        ray = init_ray(workers)
         remote = ray.remote(num_cpus=1, max_retries=1)(fn)
         refs = [ray.put(x) for x in extra]
         pending, todo = {}, list(enumerate(items))

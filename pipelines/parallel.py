@@ -33,6 +33,16 @@ def parallel_map(fn, arg_tuples: list[tuple], workers: int, desc: str, progress:
 
     bar = tqdm(total=len(arg_tuples), desc=desc, unit="task", disable=not progress)
     results: list = [None] * len(arg_tuples)
+
+    def collect(i, args, get):
+        try:
+            results[i] = get()
+        except Exception as e:  # noqa: BLE001
+            if on_error is None:
+                raise
+            on_error(args, e)
+        bar.update(1)
+
     try:
         import ray
 
@@ -41,31 +51,18 @@ def parallel_map(fn, arg_tuples: list[tuple], workers: int, desc: str, progress:
         inline = True
     if inline:
         for i, args in enumerate(arg_tuples):
-            try:
-                results[i] = fn(*args)
-            except Exception as e:  # noqa: BLE001
-                if on_error is None:
-                    raise
-                on_error(args, e)
-            bar.update(1)
-        bar.close()
-        return results
-    ray = init_ray(workers)
-    remote = ray.remote(num_cpus=1, max_retries=1)(fn)
-    pending, todo = {}, list(enumerate(arg_tuples))
-    while todo or pending:
-        while todo and len(pending) < workers:
-            i, args = todo.pop(0)
-            pending[remote.remote(*args)] = (i, args)
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            i, args = pending.pop(ref)
-            try:
-                results[i] = ray.get(ref)
-            except Exception as e:  # noqa: BLE001
-                if on_error is None:
-                    raise
-                on_error(args, e)
-            bar.update(1)
+            collect(i, args, lambda: fn(*args))
+    else:
+        ray = init_ray(workers)
+        remote = ray.remote(num_cpus=1, max_retries=1)(fn)
+        pending, todo = {}, list(enumerate(arg_tuples))
+        while todo or pending:
+            while todo and len(pending) < workers:
+                i, args = todo.pop(0)
+                pending[remote.remote(*args)] = (i, args)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i, args = pending.pop(ref)
+                collect(i, args, lambda: ray.get(ref))
     bar.close()
     return results

@@ -695,10 +695,11 @@ def scrub_crawl_task(curated: str, removed: list[str], cfg_json: str) -> dict:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
         parts.append({"input": path, **st.to_dict()})
-    return _merge(parts) if parts else None
+    return merge_pii_stats(parts) if parts else None
 
 
-def _merge(parts: list[dict]) -> dict:
+def merge_pii_stats(parts: list[dict]) -> dict:
+    """Sum per-file PII stats (crawl.py and pii.py both report the total)."""
     tot = PiiStats()
     for p in parts:
         s = PiiStats(**{k: p[k] for k in ("docs", "docs_scrubbed", "docs_with_pii", "skipped_language", "chars",
@@ -736,7 +737,7 @@ def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, prog
     stats = {"stage": "pii", "crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed,
              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "output": str(out_dir),
              "inputs": len(inputs), "workers": workers, "wall_s": round(time.perf_counter() - t0, 2),
-             **scrub.describe(), "pii": _merge(parts), "files": sorted(parts, key=lambda x: x["input"])}
+             **scrub.describe(), "pii": merge_pii_stats(parts), "files": sorted(parts, key=lambda x: x["input"])}
     write_json(out_dir / "stats.json", stats)
     write_json(out_dir / "config.json", {"pii": cfg.model_dump(mode="json")})
     return stats
