@@ -123,38 +123,44 @@ def _ngram_hashes(words: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     return out, starts, length
 
 
-def _ngram_keys(hashes, n: int) -> np.ndarray:
-    """One int64 per n-gram; equal strings always get equal keys."""
+def _ngram_keys(hashes, n: int, at: np.ndarray | None = None) -> np.ndarray:
+    """One int64 per n-gram (or per n-gram starting at the positions ``at``); equal strings always
+    get equal keys."""
     (h1, h2), starts, length = hashes
-    s, e = starts[:-n], starts[n:]
+    s = starts[:-n] if at is None else starts[at]
+    e = starts[n:] if at is None else starts[at + n]
     k1 = (h1[e] - h1[s]) % _P1 * _POW[0][length - s] % _P1
     k2 = (h2[e] - h2[s]) % _P2 * _POW[1][length - s] % _P2
     return k1 * _P2 + k2
 
 
-def _dup_ngram_chars(words: list[str], n: int, hashes) -> int:
+def _dup_ngram_chars(words: list[str], n: int, hashes, within: np.ndarray | None = None) -> tuple[int, np.ndarray]:
     """Characters in repeated n-grams, greedy left-to-right, keyed on "".join as datatrove does.
 
     datatrove walks every position, skipping n ahead after a repeat. Positions whose key occurs
     once can neither repeat nor be repeated, so only the others are walked, in order, honouring
     the skips. Keys are hashes; every repeat is confirmed on the strings, and a collision (never
     seen in practice) falls back to datatrove's walk over strings.
+
+    Also returns the positions whose n-gram occurs more than once: an (n+1)-gram can only occur
+    twice where its n-gram prefix does, so the next n only looks there (``within``).
     """
     if len(words) < n:
-        return 0
-    keys = _ngram_keys(hashes, n)
+        return 0, np.zeros(0, dtype=np.int64)
+    at = None if within is None else within[within <= len(words) - n]
+    keys = _ngram_keys(hashes, n, at)
     _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    candidates = np.flatnonzero(counts[inverse] > 1)
+    multi = np.flatnonzero(counts[inverse] > 1)
+    candidates = multi if at is None else at[multi]
     if not len(candidates):
-        return 0
+        return 0, candidates
+    keys = keys[multi]
     starts = hashes[1]
     first: dict[int, int] = {}
     repeated = next_visit = 0
-    klist = keys.tolist()
-    for idx in candidates.tolist():
+    for idx, k in zip(candidates.tolist(), keys.tolist()):
         if idx < next_visit:
             continue  # skipped over by an earlier repeat
-        k = klist[idx]
         j = first.get(k)
         if j is None:
             first[k] = idx
@@ -162,8 +168,8 @@ def _dup_ngram_chars(words: list[str], n: int, hashes) -> int:
             repeated += int(starts[idx + n] - starts[idx])
             next_visit = idx + n
         else:
-            return _dup_ngram_chars_strings(words, n)
-    return repeated
+            return _dup_ngram_chars_strings(words, n), None
+    return repeated, candidates
 
 
 def _dup_ngram_chars_strings(words: list[str], n: int) -> int:
@@ -212,7 +218,7 @@ def c4_lines(text: str, p: SignalParams):
     for i, line in enumerate(text.splitlines()):
         line = line.strip()
         words = line.split()
-        if p.c4_max_word_length != -1 and any(len(w) > p.c4_max_word_length for w in words):
+        if p.c4_max_word_length != -1 and words and max(map(len, words)) > p.c4_max_word_length:
             continue
         if p.c4_remove_citations:
             line = _CITATION.sub("", line)
@@ -253,21 +259,28 @@ def compute(text: str, p: SignalParams = SignalParams()) -> tuple[dict, str]:
     s["dup_line_char_frac"] = _ratio(c, n_chars)
     words = sp.words(text)
     hashes = _ngram_hashes(words)
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=len(words))
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}  # ids in order of first appearance
+    ids = np.fromiter(map(vocab.__getitem__, words), dtype=np.uint64, count=len(words))
     for n in TOP_NGRAMS:
         top = _top_ngram_chars(ids, hashes[1], n) if len(vocab) < 1 << 16 else _top_ngram_chars_counter(words, n)
         s[f"top_{n}_gram_char_frac"] = _ratio(top, n_chars)
+    within = None  # positions where the previous n-gram repeats (None: all)
     for n in DUP_NGRAMS:
-        s[f"dup_{n}_gram_char_frac"] = _ratio(_dup_ngram_chars(words, n, hashes), n_chars)
+        dup, within = _dup_ngram_chars(words, n, hashes, within)
+        s[f"dup_{n}_gram_char_frac"] = _ratio(dup, n_chars)
 
     # Gopher quality
     n_words = len(words)
-    kinds = [_word_kind(w) for w in words]
-    lengths = [len(w) for w, k in zip(words, kinds) if k & _NON_SYMBOL]
+    kinds = np.fromiter(map(_word_kind, vocab), dtype=np.int64, count=len(vocab))[ids.astype(np.intp)]
+    non_symbol = (kinds & _NON_SYMBOL) != 0
+    n_non_symbol = int(non_symbol.sum())
     s["words"] = n_words
-    s["non_symbol_words"] = len(lengths)
-    s["avg_word_length"] = sum(lengths) / len(lengths) if lengths else 0.0
+    s["non_symbol_words"] = n_non_symbol
+    if n_non_symbol:
+        lengths = np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab))[ids.astype(np.intp)]
+        s["avg_word_length"] = int(lengths[non_symbol].sum()) / n_non_symbol
+    else:
+        s["avg_word_length"] = 0.0
     s["hash_word_ratio"] = _ratio(text.count("#"), n_words)
     s["ellipsis_word_ratio"] = _ratio(text.count("...") + text.count("…"), n_words)
     split_lines = text.splitlines()
@@ -276,7 +289,7 @@ def compute(text: str, p: SignalParams = SignalParams()) -> tuple[dict, str]:
         sum(x.lstrip().startswith("•") or x.lstrip().startswith("-") for x in split_lines), len(split_lines))
     s["end_ellipsis_lines_ratio"] = _ratio(
         sum(x.rstrip().endswith("...") or x.rstrip().endswith("…") for x in split_lines), len(split_lines))
-    s["alpha_words_ratio"] = _ratio(sum(1 for k in kinds if k & _ALPHA), n_words)
+    s["alpha_words_ratio"] = _ratio(int(((kinds & _ALPHA) != 0).sum()), n_words)
     s["stop_words"] = len(set(p.stop_words).intersection(words))
 
     # C4 (line filter; the kept text feeds FineWeb and the output)
@@ -297,6 +310,6 @@ def compute(text: str, p: SignalParams = SignalParams()) -> tuple[dict, str]:
     s["short_line_ratio"] = _ratio(
         sum(1 for x in fw_lines if len(x) <= p.fineweb_short_line_length), len(fw_lines))
     s["char_dup_ratio"] = _ratio(_duplicates(fw_lines)[1], len(out_text.replace("\n", "")))
-    fw_words = n_words if out_text is text else len(sp.words(out_text))
+    fw_words = n_words if out_text is text else sp.count_words(out_text)
     s["list_ratio"] = _ratio(out_text.count("\n"), fw_words)
     return s, out_text

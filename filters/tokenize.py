@@ -3,8 +3,10 @@
 datatrove splits English words with ``spacy.blank("en")`` (plus a sentencizer) on every
 call. spaCy's tokenizer works on whitespace-delimited chunks independently, so the words
 of a text are the concatenation of the tokens of its chunks. We memoise per chunk and send
-only unseen chunks to spaCy, in one call per document. Sentence counts replay spaCy's
-Sentencizer rule over the same tokens.
+only unseen chunks to spaCy, in one call per document. A chunk of letters only (or ASCII
+digits only) that is not one of the tokenizer's special cases ("cannot", "gonna", ...) is one
+token: no prefix, suffix or infix rule of spaCy's English tokenizer matches a letter, so such
+chunks skip spaCy. Sentence counts replay spaCy's Sentencizer rule over the same tokens.
 
 ``tests/test_datatrove_parity.py`` checks both against datatrove on real pages.
 """
@@ -14,9 +16,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from itertools import chain
+
+import numpy as np
+from spacy.attrs import IDX
 
 _GAPS = re.compile(r"(\s+)")
 _CACHE_LIMIT = 1_000_000  # chunks (~150 MB per worker at most); cleared when full
+_SUFFIX_1 = frozenset(",;:!?)")  # one-character suffixes of spaCy's English tokenizer
+_BEFORE_DOT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _VOCAB_LIMIT = 2_000_000  # spaCy lexemes before the pipeline is rebuilt (its vocab only grows)
 
 
@@ -39,6 +47,7 @@ class WordSplitter:
         self.language = language
         self._nlp = None
         self._cache: dict[str, tuple[str, ...]] = {}
+        self._specials: frozenset[str] | None = None
 
     @property
     def nlp(self):
@@ -46,12 +55,36 @@ class WordSplitter:
             import spacy
 
             self._nlp = spacy.blank(self.language)
+            self._specials = frozenset(self._nlp.tokenizer.rules or ())
         return self._nlp
+
+    def _plain(self, chunk: str) -> bool:
+        """True when spaCy would return the chunk as one token: letters only, or ASCII digits only,
+        and not a tokenizer special case."""
+        return (chunk.isalpha() or (chunk.isdigit() and chunk.isascii())) and chunk not in self._specials
+
+    def _quick(self, chunk: str) -> tuple[str, ...] | None:
+        """spaCy's tokens for the common chunk shapes, or None: a plain chunk, a plain chunk plus one
+        closing punctuation mark (a suffix rule; "." only after a-z or 0-9, as spaCy's rule), or two
+        runs of ASCII letters joined by one hyphen (the hyphen infix rule; spaCy's letter class
+        does not cover every script)."""
+        if self._plain(chunk):
+            return (chunk,)
+        if not chunk:
+            return None
+        last = chunk[-1]
+        if (last in _SUFFIX_1 or (last == "." and chunk[-2:-1] in _BEFORE_DOT)) and chunk not in self._specials:
+            head = chunk[:-1]
+            if head and self._plain(head):
+                return (head, last)
+        elif chunk.count("-") == 1 and chunk not in self._specials:
+            a, b = chunk.split("-")
+            if a.isascii() and b.isascii() and a.isalpha() and b.isalpha() and self._plain(a) and self._plain(b):
+                return (a, "-", b)
+        return None
 
     def _fill(self, chunks: list[str]) -> None:
         """Tokenise unseen chunks in one spaCy call and cache their tokens."""
-        if len(self._cache) + len(chunks) > _CACHE_LIMIT:
-            self._cache.clear()
         joined = " ".join(chunks)
         nlp = self.nlp
         nlp.max_length = max(nlp.max_length, len(joined) + 10)
@@ -60,10 +93,9 @@ class WordSplitter:
             starts.append(pos)
             pos += len(c) + 1
         out: list[list[str]] = [[] for _ in chunks]
-        k = 0
-        for tok in nlp.tokenizer(joined):
-            while k + 1 < len(starts) and tok.idx >= starts[k + 1]:
-                k += 1
+        doc = nlp.tokenizer(joined)
+        owner = np.searchsorted(np.asarray(starts), doc.to_array([IDX]).reshape(-1), side="right") - 1
+        for k, tok in zip(owner.tolist(), doc):
             s = tok.text.strip()
             if s:
                 out[k].append(s)
@@ -71,18 +103,41 @@ class WordSplitter:
             self._cache[c] = tuple(toks)
 
     def _tokens(self, chunks: list[str]) -> list[tuple[str, ...]]:
+        self._ensure(chunks)
+        return list(map(self._cache.__getitem__, chunks))
+
+    def _ensure(self, chunks: list[str]) -> None:
+        """Tokenise the chunks not in the cache: the common shapes directly, the rest with spaCy."""
         cache = self._cache
-        missing = [c for c in dict.fromkeys(chunks) if c not in cache]
-        if missing:
-            self._fill(missing)
-        return [cache[c] for c in chunks]
+        missing = set(chunks).difference(cache)
+        if not missing:
+            return
+        if len(cache) + len(missing) > _CACHE_LIMIT:
+            cache.clear()
+            missing = set(chunks)
+        self.nlp  # noqa: B018 - loads the special cases
+        quick = self._quick
+        hard = []
+        for c in missing:
+            toks = quick(c)
+            if toks is None:
+                hard.append(c)
+            else:
+                cache[c] = toks
+        if hard:
+            self._fill(sorted(hard))  # sorted: the same spaCy call whatever the set order
+
+    def count_words(self, text: str) -> int:
+        """len(self.words(text)), without building the list."""
+        chunks = text.split()
+        self._ensure(chunks)
+        return sum(map(len, map(self._cache.__getitem__, chunks)))
 
     def words(self, text: str) -> list[str]:
         """Same list as ``datatrove.utils.text.split_into_words(text, "en")``."""
-        out: list[str] = []
-        for toks in self._tokens(text.split()):
-            out.extend(toks)
-        return out
+        chunks = text.split()
+        self._ensure(chunks)
+        return list(chain.from_iterable(map(self._cache.__getitem__, chunks)))
 
     def count_sentences(self, line: str) -> int:
         """len(datatrove.utils.text.split_into_sentences(line)) for a stripped, non-empty line.
@@ -92,7 +147,7 @@ class WordSplitter:
         single space between chunks is a (non-punctuation) token of its own in spaCy.
         """
         punct = _sentence_punct()
-        if not any(c in punct for c in line[:-1]):
+        if punct.isdisjoint(line[:-1]):  # (single characters)
             return 1
         parts = _GAPS.split(line)
         chunks = parts[0::2]

@@ -3,11 +3,13 @@
     python pipelines/dedup.py --input OUTPUT_DIR_OR_PARQUET_GLOB [--input ...] --output DIR [--config jobs/X.yaml]
 
 Stages (each a set of Ray tasks; the driver holds only what the cluster step needs):
-1. signatures  one task per input file: normalise (lowercase, digits -> 0, punctuation and whitespace
+1. signatures  one task per input file: normalise (lowercase, numbers -> 0, punctuation and whitespace
                folded, accents stripped, as datatrove's simplify_text), shingle word n-grams (CJK, Thai,
-               ... scripts by character), MinHash with datasketch's permutations, vectorised in numpy.
+               ... scripts by character), MinHash seeded from datasketch's permutations. All of it is
+               numpy over the text's codepoint array (per-codepoint lookup tables, a polynomial hash per
+               token, n-gram hashes, a (num_perm x shingles) multiply-add): no Python object per token.
                Written to _dedup/sig/<file>.parquet: one column per LSH band hash, the full signature,
-               a content hash and a URL hash.
+               a content hash (of the normalised token sequence) and a URL hash.
 2. candidates  one task per band: reads that band's column from every signature file, sorts it, and
                emits an edge from each bucket member to the bucket's first member. Exact content / URL
                hashes are two more "bands". Memory per task: 12 bytes per document.
@@ -25,7 +27,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import sys
 import unicodedata
 from collections import Counter
@@ -44,41 +45,193 @@ from pipelines import __version__
 from pipelines.config import DedupConfig, JobConfig, load_job
 from pipelines.write import REMOVED_SCHEMA, write_json
 
-_NUM = re.compile(r"\d+(?:[.,،٫⎖⎗⎘]\d+)?")  # stdlib \d is Unicode Nd, as datatrove's \p{Nd}
-_MARKS = regex.compile(r"\p{Mn}+")
 # Scripts written without spaces (Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan) are shingled by character;
-# elsewhere words are runs of letters / digits / marks, and punctuation and whitespace fold into separators.
-_CHARS = ("\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029"
-          "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
-_TOKENS = re.compile(rf"[{_CHARS}]|[^\W_{_CHARS}]+")
-_CHUNK = 4096  # shingles per vectorised block: bounds memory on 10 MB documents
+# elsewhere words are runs of letters / digits / spacing marks, and punctuation and whitespace are separators.
+_CHAR_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x2E80, 0x2FDF), (0x3005, 0x3007),
+                (0x3021, 0x3029), (0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+                (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x3134F))
+_DECIMAL_SEPS = ".,،٫⎖⎗⎘"  # datatrove's NUMBERS_PATTERN: \p{Nd}+([.,،٫⎖⎗⎘]\p{Nd}+)? -> "0"
+# codepoint classes: a token is a run of WORD / DIGIT codepoints, or one CHAR codepoint
+_SEP, _DEC, _WORD, _DIGIT, _CHAR, _MARK = 0, 1, 2, 3, 4, 5
+_TEXT_CHUNK = 1 << 18  # characters tokenised at a time: bounds memory on 10 MB documents (~6-12 MB peak)
+_BLOCK = 1 << 19  # hash values per vectorised permutation block (2 MB of uint32)
+_BASE = 0xD6E8FEB86659FD93  # odd base of the per-token polynomial hash (mod 2**64)
+
+
+class _Tables:
+    """Per-codepoint tables, built once per process (~0.15 s, 19 MB):
+
+    fold   uint32  lowercase (str.lower), then canonical decomposition without combining marks ('É' -> 'e'),
+                   decimal digits -> '0'
+    cls    uint8   class of the folded codepoint (_SEP, _DEC, _WORD, _DIGIT, _CHAR, _MARK)
+    value  uint64  a random 64-bit value per folded codepoint (splitmix64 of it), 0 for separators
+    power, inverse  _BASE**i and _BASE**-i mod 2**64 for i <= _TEXT_CHUNK
+    """
+
+    _built: _Tables | None = None
+
+    def __init__(self):
+        cp = np.arange(0x110000, dtype=np.uint32)
+        chars = cp.view("<U1")
+        everything = cp.tobytes().decode("utf-32-le", "surrogatepass")
+        cls = np.full(len(cp), _SEP, dtype=np.uint8)
+        cls[np.char.isalnum(chars)] = _WORD  # stdlib re's [^\W_]
+        for pattern, value in ((r"\p{Mc}", _WORD), (r"\p{Mn}", _MARK)):  # spacing marks join words; Mn is dropped
+            cls[[m.start() for m in regex.finditer(pattern, everything)]] = value
+        in_ranges = np.zeros(len(cp), dtype=bool)
+        for lo, hi in _CHAR_RANGES:
+            in_ranges[lo:hi + 1] = True
+        cls[in_ranges & (cls == _WORD)] = _CHAR
+        digits = np.char.isdecimal(chars)  # Unicode Nd, as datatrove's \p{Nd}
+        cls[digits] = _DIGIT
+        cls[[ord(c) for c in _DECIMAL_SEPS]] = _DEC
+        # str.lower per codepoint ('İ' is the one codepoint whose lowercase is two: i + a combining dot)
+        lower = everything.replace("\u0130", "I").lower()
+        fold = np.frombuffer(lower.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).copy()
+        fold[0x3C2] = 0x3C3  # final sigma, which str.lower only produces from context
+        # NFD with combining marks dropped (datatrove strips diacritics so), where that leaves one codepoint
+        decomposable = np.array([i for i in range(0x30000) if unicodedata.decomposition(chr(i))[:1] not in ("", "<")])
+        for i in np.flatnonzero(np.isin(fold, decomposable)).tolist():
+            base = [ch for ch in unicodedata.normalize("NFD", chr(fold[i])) if cls[ord(ch)] != _MARK]
+            if len(base) == 1:
+                fold[i] = ord(base[0])
+        fold[digits] = ord("0")
+        self.fold = fold
+        self.cls = cls.take(fold)
+        value = _splitmix(cp.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        value[cls < _WORD] = 0
+        self.value = value.take(fold)
+        with np.errstate(over="ignore"):
+            self.power = np.cumprod(np.full(_TEXT_CHUNK + 1, _BASE, dtype=np.uint64))
+            self.power[1:] = self.power[:-1].copy()
+            self.power[0] = 1
+            self.inverse = np.cumprod(np.full(_TEXT_CHUNK + 1, pow(_BASE, -1, 1 << 64), dtype=np.uint64))
+            self.inverse[1:] = self.inverse[:-1].copy()
+            self.inverse[0] = 1
+
+    @classmethod
+    def get(cls) -> _Tables:
+        if cls._built is None:
+            cls._built = cls()
+        return cls._built
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place on a uint64 array (a bijection with full avalanche)."""
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    return _mix(np.array(x, dtype=np.uint64, copy=True))
+
+
+def _normalised(text: str, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """datatrove's simplify_text on codepoint arrays: (table[folded codepoint], class) per remaining codepoint.
+
+    Lowercase; numbers (\\p{Nd}+ with at most one decimal separator, matched left to right) become "0";
+    accents stripped (canonical decomposition, combining marks dropped)."""
+    if text.isascii():
+        raw = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    else:
+        raw = text.encode("utf-16-le", "surrogatepass")  # faster than UTF-32; exact without astral codepoints
+        raw = (np.frombuffer(raw, dtype=np.uint16) if len(raw) == 2 * len(text) else
+               np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32))
+    cls = _Tables.get().cls.take(raw)
+    keep = None
+    if raw.dtype != np.uint8:
+        marks = cls == _MARK
+        if marks.any():
+            keep = ~marks
+    digits = cls == _DIGIT
+    if digits.any():
+        repeat = np.zeros(len(cls), dtype=bool)
+        np.logical_and(digits[1:], digits[:-1], out=repeat[1:])  # "0" once per run of digits
+        keep = ~repeat if keep is None else keep & ~repeat
+        # "<digits><one decimal separator><digits>" is one number; the regex then resumes after it, so along
+        # a chain like 1,000,000 every second separator goes, with the "0" of the digits after it
+        dec = np.flatnonzero(cls[1:-1] == _DEC) + 1
+        dec = dec[digits[dec - 1] & digits[dec + 1]]
+        if len(dec) > 1:
+            other = np.flatnonzero(~digits)
+            first = np.ones(len(dec), dtype=bool)  # not one digit run after the previous separator
+            first[1:] = other[np.searchsorted(other, dec[:-1] + 1)] != dec[1:]
+            if not first.all():
+                j = np.arange(len(dec))
+                dec = dec[(j - np.maximum.accumulate(np.where(first, j, 0))) % 2 == 0]
+        keep[dec] = False
+        keep[dec + 1] = False
+    values = table.take(raw)
+    if keep is not None:
+        values, cls = values[keep], cls[keep]
+    return values, cls
+
+
+def _token_starts(cls: np.ndarray) -> np.ndarray:
+    tok = cls >= _WORD
+    start = np.empty(len(cls), dtype=bool)
+    start[:1] = tok[:1]
+    np.greater(tok[1:], tok[:-1], out=start[1:])
+    if len(cls) and cls.max() >= _CHAR:  # one token per CHAR codepoint; a word may follow one directly
+        char = cls == _CHAR
+        start |= char
+        start[1:] |= char[:-1] & tok[1:]
+    return start
+
+
+def tokens(text: str) -> list[str]:
+    """The normalised tokens MinHash shingles (lowercased, numbers -> "0", accents stripped, CJK per character)."""
+    c, cls = _normalised(text, _Tables.get().fold)
+    starts = np.flatnonzero(_token_starts(cls))
+    if not len(starts):
+        return []
+    ends = starts + np.add.reduceat((cls >= _WORD).astype(np.int64), starts)  # trailing separators excluded
+    s = c.tobytes().decode("utf-32-le", "surrogatepass")
+    return [s[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
 
 
 def normalize(text: str) -> str:
     """datatrove's simplify_text: lowercase, numbers -> 0, punctuation -> space, whitespace folded,
-    diacritics stripped (used for the exact-duplicate hash)."""
-    text = " ".join(_TOKENS.findall(_NUM.sub("0", text.lower())))
-    return _strip_marks(text) if not text.isascii() else text
+    diacritics stripped."""
+    return " ".join(tokens(text))
 
 
-def _strip_marks(token: str) -> str:
-    return unicodedata.normalize("NFC", _MARKS.sub("", unicodedata.normalize("NFD", token)))
-
-
-def tokens(text: str) -> list[str]:
-    """Word tokens after lowercasing and number folding; CJK, Thai, ... one per character."""
-    return _TOKENS.findall(_NUM.sub("0", text.lower()))
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
+def _token_hashes(text: str) -> np.ndarray:
+    """64-bit hash of every normalised token, in order, without a Python object per token: a polynomial hash
+    (mod 2**64, odd base) over random 64-bit codepoint values, summed per token, then splitmix64-finalised.
+    (Polynomials mod 2**64 have known crafted collisions, Thue-Morse strings of >= 2048 characters in one
+    token: harmless for dedup, where a collision only makes two documents share a shingle.)"""
+    t = _Tables.get()
+    v, cls = _normalised(text, t.value)
+    starts = np.flatnonzero(_token_starts(cls))
+    if not len(starts):
+        return np.zeros(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        v *= t.power[:len(v)]
+        h = np.add.reduceat(v, starts)  # separators are 0: each sum runs up to the next token's start
+        h *= t.inverse[starts]  # shifted to start at power 0: the same token hashes alike anywhere
+    return _mix(h)
+
+
+def _text_chunks(text: str):
+    """Pieces of at most _TEXT_CHUNK characters, cut after a space or newline where there is one."""
+    i, n = 0, len(text)
+    while n - i > _TEXT_CHUNK:
+        j = i + _TEXT_CHUNK
+        cut = max(text.rfind(" ", j - _TEXT_CHUNK // 4, j), text.rfind("\n", j - _TEXT_CHUNK // 4, j))
+        cut = cut + 1 if cut > i else j
+        yield text[i:cut]
+        i = cut
+    yield text[i:]
 
 
 class MinHasher:
-    """Vectorised MinHash over hashed word n-grams, with datasketch's permutation parameters."""
+    """Vectorised MinHash over hashed word n-grams, seeded with datasketch's permutation parameters."""
 
     def __init__(self, cfg: DedupConfig):
         from datasketch import MinHash
@@ -87,56 +240,68 @@ class MinHasher:
         self.bands, self.rows = cfg.lsh_params()
         self.num_perm = self.bands * self.rows
         perm = MinHash(num_perm=self.num_perm, seed=cfg.seed).permutations
-        # datasketch's seeded parameters, spread to 64 bits for multiply-shift hashing of 64-bit shingles:
-        # h = (a*x + b mod 2**64) >> 32 with a odd (datasketch's own (a*x+b) mod p needs 32-bit x)
+        # datasketch's seeded parameters, mixed into odd 32-bit multipliers and 32-bit offsets:
+        # h_i(x) = a_i * x + b_i mod 2**32 on the low 32 bits of the (splitmix-finalised) shingle hash
         with np.errstate(over="ignore"):
             a, b = perm[0].astype(np.uint64), perm[1].astype(np.uint64)
-            self.a = _splitmix(a ^ (b << np.uint64(32))) | np.uint64(1)
-            self.b = _splitmix(b + np.uint64(0x9E3779B97F4A7C15))
-        self._words: dict[str, int] = {}
-        self._mix = np.array([(0x9E3779B97F4A7C15 * (k + 1)) & ((1 << 64) - 1) | 1 for k in range(cfg.n_grams)],
-                             dtype=np.uint64)
+            self.a = ((_splitmix(a ^ (b << np.uint64(32))) >> np.uint64(32)).astype(np.uint32) | np.uint32(1))[:, None]
+            self.b = (_splitmix(b + np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)).astype(np.uint32)[:, None]
+        # odd multipliers weighting the n token hashes of an n-gram, then a splitmix64 finaliser
+        self._weights = [np.uint64(int(x) | 1) for x in _splitmix(np.arange(1, cfg.n_grams + 1, dtype=np.uint64))]
+        self._block = max(64, _BLOCK // self.num_perm)  # shingles per block
+        self._buf = np.empty(self.num_perm * self._block, dtype=np.uint32)
 
-    def _word_ids(self, toks: list[str]) -> np.ndarray:
-        """63-bit hash per token of its accent-stripped form, memoised per worker."""
-        cache = self._words
-        ids = list(map(cache.get, toks))
-        if None in ids:
-            if len(cache) > 2_000_000:
-                cache.clear()
-            for i, t in enumerate(toks):
-                if ids[i] is None:
-                    ids[i] = cache[t] = xxhash.xxh64_intdigest(
-                        (t if t.isascii() else _strip_marks(t)).encode("utf-8", "surrogatepass")) >> 1
-        return np.array(ids, dtype=np.int64).view(np.uint64)  # 63-bit values take numpy's fast int path
+    def _ngrams(self, t: np.ndarray, n: int) -> np.ndarray:
+        """Distinct 32-bit hashes of the n-grams of the token hashes t (len(t) >= n)."""
+        m = len(t) - n + 1
+        w = self._weights
+        with np.errstate(over="ignore"):
+            h = t[:m] * w[0]
+            for k in range(1, n):
+                h += t[k:k + m] * w[k]
+        h = np.sort(_mix(h).astype(np.uint32))
+        return h[np.concatenate(([True], h[1:] != h[:-1]))] if len(h) > 1 else h
+
+    def _minimum(self, sh: np.ndarray, sig: np.ndarray | None) -> np.ndarray:
+        """Element-wise minimum of sig and the num_perm hashes of the shingles sh."""
+        with np.errstate(over="ignore"):
+            for i in range(0, len(sh), self._block):
+                x = sh[i:i + self._block]
+                phv = self._buf[:self.num_perm * len(x)].reshape(self.num_perm, len(x))
+                np.multiply(self.a, x, out=phv)
+                phv += self.b
+                low = phv.min(axis=1)
+                sig = low if sig is None else np.minimum(sig, low, out=sig)
+        return sig
+
+    def hashes(self, text: str, minhash: bool = True) -> tuple[int, np.ndarray | None]:
+        """(64-bit hash of the normalised token sequence, uint32 MinHash signature, None for a text without
+        tokens), tokenising 10 MB texts piece by piece."""
+        exact = xxhash.xxh3_64()
+        n, carry, total, sig = self.cfg.n_grams, np.zeros(0, dtype=np.uint64), 0, None
+        for piece in _text_chunks(text):
+            t = _token_hashes(piece)
+            exact.update(t.tobytes())
+            total += len(t)
+            if not minhash:
+                continue
+            if len(carry):
+                t = np.concatenate([carry, t])
+            if len(t) >= n:
+                sig = self._minimum(self._ngrams(t, n), sig)
+                t = t[len(t) - n + 1:]
+            carry = t
+        if minhash and 0 < total < n:  # a document shorter than n tokens is one shingle
+            sig = self._minimum(self._ngrams(carry, total), sig)
+        return exact.intdigest(), sig
 
     def shingles(self, text: str) -> np.ndarray:
-        """Distinct 64-bit hashes of the word n-grams (a doc shorter than n is one shingle)."""
-        toks = tokens(text)
-        if not toks:
-            return np.zeros(0, dtype=np.uint64)
-        w = self._word_ids(toks)
-        n = min(self.cfg.n_grams, len(w))
-        m = len(w) - n + 1
-        with np.errstate(over="ignore"):
-            h = w[:m] * self._mix[0]
-            for k in range(1, n):  # position-weighted sum of word hashes: an n-gram hash, vectorised
-                h += w[k:k + m] * self._mix[k]
-            h ^= h >> np.uint64(31)
-            h *= np.uint64(0xFF51AFD7ED558CCD)
-        return np.unique(h)
+        """Distinct 32-bit hashes of the word n-grams (a doc shorter than n is one shingle)."""
+        t = np.concatenate([np.zeros(0, dtype=np.uint64)] + [_token_hashes(p) for p in _text_chunks(text)])
+        return self._ngrams(t, min(self.cfg.n_grams, len(t))) if len(t) else np.zeros(0, dtype=np.uint32)
 
     def signature(self, text: str) -> np.ndarray | None:
-        sh = self.shingles(text)
-        if not len(sh):
-            return None
-        sig = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for i in range(0, len(sh), _CHUNK):
-                phv = sh[i:i + _CHUNK, None] * self.a
-                phv += self.b
-                np.minimum(sig, phv.min(axis=0), out=sig)
-        return (sig >> np.uint64(32)).astype(np.uint32)  # the top half of each minimum is stored
+        return self.hashes(text)[1]
 
     def band_hashes(self, sigs: np.ndarray) -> np.ndarray:
         """(docs, bands) uint64: one hash per band of `rows` signature values."""
@@ -169,8 +334,7 @@ def signature_task(src: str, sig_path: str, cfg_json: str) -> dict:
     exact = np.zeros(n, dtype=np.uint64)
     for i, text in enumerate(texts):
         text = text or ""
-        exact[i] = xxhash.xxh3_64_intdigest(normalize(text).encode("utf-8", "surrogatepass"))
-        s = mh.signature(text) if cfg.minhash else None
+        exact[i], s = mh.hashes(text, cfg.minhash)
         if s is not None:
             sigs[i], has_sig[i] = s, True
     urls = np.fromiter((xxhash.xxh3_64_intdigest(_norm_url(u).encode()) for u in t.column("url").to_pylist()),

@@ -100,6 +100,7 @@ class UrlFilter:
         if subwords:
             self.sub.make_automaton()
         self.has_sub = bool(subwords)
+        self.tld("http://example.com/")  # builds tldextract's suffix trie now, once per worker
 
     def _domain_listed(self, d: str) -> bool:
         return bool(d) and (d in self.extra_domains or _in(self.domains, d))
@@ -120,9 +121,9 @@ class UrlFilter:
         if url in self.extra_urls or _in(self.urls, url):
             return "url"
         words = set(_NORMALIZER.split(url))
-        if any(w in words for w in self.banned):
+        if not words.isdisjoint(self.banned):
             return "hard_blacklisted"
-        if sum(w in words for w in self.soft) >= self.cfg.soft_word_threshold:
+        if len(words & self.soft) >= self.cfg.soft_word_threshold:
             return "soft_blacklisted"
         if self.has_sub and next(self.sub.iter(_norm(url)), False):
             return "blacklisted_subword"

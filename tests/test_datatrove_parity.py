@@ -119,8 +119,10 @@ def test_rules_are_not_vacuous(sample_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("c4_ntp", [False, True])
 def test_parity_real_pages(c4_ntp):
-    texts = _texts_from(shared("bench/realpages.warc.gz"))
-    assert len(texts) > 1000
+    # both extractors' texts in FineWeb's C4 mode (the default job's); trafilatura's in the other
+    engines = (trafilatura_text,) if c4_ntp else (trafilatura_text, resiliparse_text)
+    texts = _texts_from(shared("bench/realpages.warc.gz"), engines=engines)
+    assert len(texts) > 1000 * len(engines)
     mismatches = _compare(texts, c4_ntp)
     assert mismatches == [], f"{len(mismatches)} of {len(texts)} differ: {mismatches[:5]}"
 
@@ -129,3 +131,23 @@ def test_parity_real_pages(c4_ntp):
 def test_tokens_real_pages():
     texts = _texts_from(shared("bench/realpages.warc.gz"), limit=400, engines=(trafilatura_text, resiliparse_text))
     _check_tokens(texts)
+
+
+def test_splitter_shortcuts_match_spacy():
+    """The chunk shapes that skip spaCy (letters, letters + one closing mark, ASCII word-hyphen-word)
+    give spaCy's tokens, including tokenizer special cases, other scripts and near misses."""
+    import itertools
+
+    from filters.tokenize import WordSplitter
+
+    ws = WordSplitter("en")
+    specials = sorted(ws.nlp.tokenizer.rules)[:300]
+    heads = ["word", "Word", "WORD", "A", "I", "e", "x", "cannot", "Cannot", "gonna", "1990", "7", "café", "naïve",
+             "Straße", "слово", "ինժեներ", "ფელისიტე", "қарым", "中文", "٣٤", "²", "aB", "NASA", "U.S", "Mr", "vs"]
+    marks = ["", ",", ";", ":", "!", "?", ")", ".", "'", '"', "-", "…", "%", "$"]
+    chunks = {h + m for h, m in itertools.product(heads + specials, marks)}
+    chunks |= {f"{a}-{b}" for a, b in itertools.product(heads + specials[:40], repeat=2)}
+    shortcut = {c for c in chunks if ws._quick(c) is not None}
+    assert len(shortcut) > 200  # the shortcuts are exercised, and...
+    for c in sorted(chunks):  # ...every chunk, shortcut or not, splits as spaCy splits it
+        assert list(ws._tokens([c])[0]) == split_into_words(c), c

@@ -5,12 +5,16 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import tracemalloc
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import regex
 
+from pipelines import dedup
 from pipelines.config import DedupConfig
 from pipelines.dedup import MinHasher, run_dedup, tokens
 from pipelines.write import CURATED_SCHEMA
@@ -117,3 +121,60 @@ def test_standalone_on_ray_two_workers(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert removed_map(out) == {"k3": ("k1", "exact"), "k4": ("k2", "minhash")}
     assert "2 clusters" in r.stdout
+
+
+def reference_tokens(text: str) -> list[str]:
+    """datatrove's simplify_text steps with the stdlib, one character at a time (the slow, obvious version)."""
+    text = regex.sub(r"\p{Nd}+([.,،٫⎖⎗⎘]\p{Nd}+)?", "0", text.lower())
+    text = "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
+    text = text.replace("ς", "σ")  # final sigma: folded like any sigma
+    out, word = [], ""
+    for ch in text:
+        if ch.isalnum() or unicodedata.category(ch) == "Mc":
+            if any(lo <= ord(ch) <= hi for lo, hi in dedup._CHAR_RANGES):
+                out += [word, ch] if word else [ch]
+                word = ""
+            else:
+                word += ch
+        elif word:
+            out.append(word)
+            word = ""
+    return out + [word] if word else out
+
+
+def test_vectorised_tokens_match_reference():
+    alphabet = list("aZeé ÉßñÑ019٣๓,.،_-'“”\t\n中文テがภาัिक्\u0301ςΣİ½²ﬁ😀")
+    alphabet += [" ", " ", "word", "1,000", "3.14"]
+    r = random.Random(0)
+    for _ in range(3000):
+        text = "".join(r.choice(alphabet) for _ in range(r.randrange(30)))
+        assert tokens(text) == reference_tokens(text), text
+    assert tokens("1,000,000 and 3.14.15, abc123def x_y") == ["0", "0", "and", "0", "0", "abc0def", "x", "y"]
+    assert tokens("Café NAÏVE ΣΟΦΙΑΣ ab中cd") == ["cafe", "naive", "σοφιασ", "ab", "中", "cd"]
+
+
+def test_exact_hash_is_over_normalised_tokens():
+    mh = MinHasher(DedupConfig())
+    assert mh.hashes("Café, 1,000 ÉTÉ!")[0] == mh.hashes("cafe 7 ete")[0] != mh.hashes("cafe ete")[0]
+    assert mh.hashes("", minhash=False) == (mh.hashes("...")[0], None)
+
+
+def test_long_texts_go_piece_by_piece(monkeypatch):
+    mh = MinHasher(DedupConfig())
+    texts = [article(31, 3000), "这座河边的小城从中世纪起就以每周六的集市而闻名" * 40, "a b c"]
+    whole = [mh.hashes(t) for t in texts]
+    monkeypatch.setattr(dedup, "_TEXT_CHUNK", 64)  # cut at spaces (at any character in CJK): same tokens
+    for t, (exact, sig) in zip(texts, whole):
+        e, s = mh.hashes(t)
+        assert e == exact and np.array_equal(s, sig)
+
+
+def test_ten_mb_document_memory_is_bounded():
+    mh = MinHasher(DedupConfig())
+    mh.hashes("warm up")
+    big = article(6, 1_500_000)  # ~10 MB
+    tracemalloc.start()
+    _, sig = mh.hashes(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sig is not None and peak < 32e6
