@@ -11,24 +11,22 @@ Writes OUTPUT/<stage>/shard-000000.tar ... (one sample = members sharing a dot-f
 resolved plan mix.lock.json per stage. Every shard holds each source's share of its samples to within
 one sample; the same mixture + inputs give byte-identical shards; a rerun writes only missing shards.
 Every source is read, checked and planned before the first shard is written.
+
+This file plans and runs the job (the entry point); reading and indexing the sources is in
+pipelines/mix_sources.py, writing a shard in pipelines/mix_write.py (both re-exported here).
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import gzip
 import hashlib
 import json
 import math
-import mmap
 import os
-import re
-import subprocess
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,515 +37,15 @@ import numpy as np  # noqa: E402
 
 from pipelines import __version__  # noqa: E402
 from pipelines.config import ConfigError  # noqa: E402
-from pipelines.mixture_config import (  # noqa: E402
-    MixtureConfig, SourceConfig, StageConfig, TokenConfig, load_mixture, stage_weights)
-
-IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "avif"}
-TEXT_EXTS = {"txt", "text"}
-
-
-class MixError(ConfigError):
-    """A mixture that cannot be built from its inputs (missing, empty or corrupt source, too little data)."""
+from pipelines.mix_sources import (  # noqa: E402,F401 - re-exported: the mixer's public names live here
+    IMAGE_EXTS, TEXT_EXTS, MixError, Source, TokenCounter, resolve_source, tar_member_bytes)
+from pipelines.mix_write import TarWriter, finished, tar_header, write_json, write_shard  # noqa: E402,F401
+from pipelines.mixture_config import MixtureConfig, StageConfig, load_mixture, stage_weights  # noqa: E402
 
 
-# ---------------------------------------------------------------------------------------------- tar writing
-# USTAR headers with fixed mode, owner, mtime: the same samples always give the same bytes.
-TAR_MTIME = 0
-_TAR_TEMPLATE = bytearray(512)
-for _off, _val in ((100, b"0000444\0"), (108, b"0000000\0"), (116, b"0000000\0"), (136, b"%011o\0" % TAR_MTIME),
-                   (148, b" " * 8), (156, b"0"), (257, b"ustar\x0000"), (265, b"crawlmix"), (297, b"crawlmix")):
-    _TAR_TEMPLATE[_off:_off + len(_val)] = _val
-_TAR_BASE_SUM = sum(_TAR_TEMPLATE)
-_ZEROS = bytes(1024)
-
-
-def tar_member_bytes(n):
-    """Bytes a member of n data bytes takes in a tar (header + data padded to 512); works on numpy arrays."""
-    return 512 + (n + 511) // 512 * 512
-
-
-def tar_header(name: str, size: int) -> bytes:
-    nb = name.encode()
-    if len(nb) > 100:
-        raise ValueError(f"tar member name longer than 100 bytes: {name!r}")
-    h = bytearray(_TAR_TEMPLATE)
-    h[0:len(nb)] = nb
-    sz = b"%011o\0" % size
-    h[124:136] = sz
-    chk = _TAR_BASE_SUM + sum(nb) + sum(sz)
-    h[148:156] = b"%06o\0 " % chk
-    return bytes(h)
-
-
-class TarWriter:
-    """Minimal deterministic tar writer (USTAR, mode 0444, owner crawlmix, mtime 0); md5 computed on the fly.
-
-    One write per sample (headers, data and padding joined); a background writer thread was measured
-    slower (GIL hand-offs cost more than the overlap gains on small samples).
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.f = open(self.path, "wb")
-        self.md5 = hashlib.md5()
-        self.bytes = 0
-
-    def _w(self, blob: bytes) -> None:
-        self.f.write(blob)
-        self.md5.update(blob)
-        self.bytes += len(blob)
-
-    def write(self, key: str, members: list[tuple[str, bytes]]) -> int:
-        parts = []
-        for ext, data in members:
-            parts.append(tar_header(f"{key}.{ext}", len(data)))
-            parts.append(data)
-            pad = -len(data) % 512
-            if pad:
-                parts.append(_ZEROS[:pad])
-        blob = b"".join(parts)
-        self._w(blob)
-        return len(blob)
-
-    def close(self) -> None:
-        self._w(_ZEROS)
-        self.f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if exc[0] is None:
-            self.close()
-        else:
-            self.f.close()
-
-
-# ---------------------------------------------------------------------------------------------- tokens
-_WS_RE = re.compile(r"\w+|[^\w\s]+")  # the `tokenizers` Whitespace pre-tokenizer's pattern
-
-
-class TokenCounter:
-    """Counts tokens offline: 'builtin:whitespace' (default), 'builtin:bytes', or a local HF tokenizer.json."""
-
-    def __init__(self, cfg: TokenConfig, root: Path = Path(".")):
-        self.cfg = cfg
-        self.spec = cfg.tokenizer
-        self._tok = None
-        if not self.spec.startswith("builtin:"):
-            path = Path(self.spec).expanduser()
-            path = path if path.is_absolute() else root / path
-            if path.is_dir():
-                path = path / "tokenizer.json"
-            if not path.is_file():
-                raise ConfigError(f"tokens.tokenizer: no tokenizer.json at {path} (give a local path; nothing is "
-                                  f"downloaded), or use builtin:whitespace / builtin:bytes")
-            from tokenizers import Tokenizer
-
-            try:
-                self._tok = Tokenizer.from_file(str(path))
-            except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exceptions
-                raise ConfigError(f"tokens.tokenizer: {path} is not a valid tokenizer.json: {e}") from None
-            self.spec = str(path)
-        elif self.spec not in ("builtin:whitespace", "builtin:bytes"):
-            raise ConfigError(f"tokens.tokenizer: unknown builtin {self.spec!r} (builtin:whitespace, builtin:bytes)")
-
-    def count(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros(0, np.int64)
-        if self._tok is not None:
-            return np.fromiter((len(e.ids) for e in self._tok.encode_batch(texts, add_special_tokens=False)),
-                               np.int64, len(texts))
-        if self.spec == "builtin:bytes":
-            return np.fromiter((len(t.encode()) for t in texts), np.int64, len(texts))
-        return np.fromiter((len(_WS_RE.findall(t)) for t in texts), np.int64, len(texts))
-
-
-# ---------------------------------------------------------------------------------------------- sources
-def _dumps(obj) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _expand(pattern: str) -> list[str]:
-    import braceexpand
-
-    out = []
-    for p in braceexpand.braceexpand(pattern):
-        if any(c in p for c in "*?["):
-            out += sorted(glob.glob(p, recursive=True))
-        elif os.path.isdir(p):
-            sub = os.path.join(p, "curated")
-            d = sub if os.path.isdir(sub) else p
-            out += sorted(f for ext in ("*.parquet", "*.tar", "*.jsonl", "*.jsonl.gz")
-                          for f in glob.glob(os.path.join(d, ext)))
-        elif os.path.exists(p):
-            out.append(p)
-    return list(dict.fromkeys(f for f in out if os.path.isfile(f)))
-
-
-def _fmt_of(path: str) -> str:
-    if path.endswith(".parquet"):
-        return "parquet"
-    if path.endswith(".tar"):
-        return "webdataset"
-    if path.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
-        return "jsonl"
-    raise ValueError(f"unknown format of {path} (.parquet, .tar, .jsonl[.gz]; or set 'format')")
-
-
-def _fingerprint(path: str) -> str:
-    import xxhash
-
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 23):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass
-class Source:
-    """One source's index: per sample its output size (without .json), .json length at epoch 0 and tokens.
-
-    Heavy content (texts, memory-mapped tars) is opened lazily and not pickled, so the index travels
-    cheaply to Ray workers.
-    """
-
-    cfg: SourceConfig
-    files: list[str]
-    rel_files: list[str]
-    fmt: str
-    fingerprints: list[dict] = field(default_factory=list)
-    file_of: np.ndarray = None  # file index per sample
-    row_of: np.ndarray = None  # row / line / sample index inside the file
-    body_bytes: np.ndarray = None  # tar bytes of the non-json members
-    json_len: np.ndarray = None  # length of the output .json at epoch 0
-    tokens: np.ndarray = None
-    members: list = None  # tar sources: per sample [(ext, offset, size), ...], json member last if any
-    file_meta: list = None  # per file provenance (Parquet schema metadata of a crawl)
-    _data: dict = field(default=None, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.cfg.name
-
-    @property
-    def n(self) -> int:
-        return len(self.file_of)
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d["_data"] = None
-        return d
-
-    # -- output json ------------------------------------------------------------------------------
-    def _json(self, common: dict, sid, url, language, index, meta: dict, epoch: int, file_i: int) -> bytes:
-        prov = dict(common, file=self.rel_files[file_i], index=index)
-        if self.file_meta and self.file_meta[file_i]:
-            prov["input"] = self.file_meta[file_i]
-        return _dumps({"source": self.name, "modality": self.cfg.modality, "id": sid, "url": url,
-                       "language": language, "epoch": epoch, "provenance": prov, "meta": meta})
-
-    # -- loading ------------------------------------------------------------------------------------
-    def _load_parquet(self, index: bool):
-        import pyarrow.parquet as pq
-
-        tf = self.cfg.text_field
-        tables, file_meta = [], []
-        for f in self.files:
-            try:
-                pf = pq.ParquetFile(f)
-            except Exception as e:  # noqa: BLE001
-                raise MixError(f"source {self.name!r}: cannot read Parquet {f}: {e}") from None
-            names = pf.schema_arrow.names
-            if tf not in names:
-                raise MixError(f"source {self.name!r}: {f} has no column {tf!r} (columns: {', '.join(names[:12])})")
-            cols = [c for c in names if c in (tf, "id", "url", "language", "language_score", "date", "source",
-                                              "offset", "charset", "cc_languages", "extractor")]
-            tables.append(pf.read(columns=cols))
-            md = pf.schema_arrow.metadata or {}
-            file_meta.append({k.decode(): md[k].decode() for k in (b"config_hash", b"seed", b"crawlmix_version")
-                              if k in md})
-        return tables, file_meta
-
-    def _load_jsonl(self):
-        files = []
-        for f in self.files:
-            rows = []
-            opener = gzip.open if f.endswith(".gz") else open
-            try:
-                with opener(f, "rt", encoding="utf-8") as fh:
-                    for ln, line in enumerate(fh, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            obj = json.loads(line)
-                        except json.JSONDecodeError as e:
-                            raise MixError(f"source {self.name!r}: {f}:{ln}: not valid JSON ({e.msg})") from None
-                        if not isinstance(obj, dict) or not isinstance(obj.get(self.cfg.text_field), str):
-                            raise MixError(f"source {self.name!r}: {f}:{ln}: no string field "
-                                           f"{self.cfg.text_field!r}")
-                        rows.append((ln, obj))
-            except (OSError, EOFError, UnicodeDecodeError) as e:
-                raise MixError(f"source {self.name!r}: cannot read {f}: {e}") from None
-            files.append(rows)
-        return files
-
-    def _open(self) -> dict:
-        if self._data is None:
-            if self.fmt == "parquet":
-                tables, _ = self._load_parquet(index=False)
-                self._data = {"tables": [{c: t.column(c).to_pylist() if c != self.cfg.text_field else t.column(c)
-                                          for c in t.column_names} for t in tables]}
-            elif self.fmt == "jsonl":
-                self._data = {"rows": self._load_jsonl()}
-            else:
-                maps = []
-                for f in self.files:
-                    fh = open(f, "rb")
-                    maps.append(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.path.getsize(f) else b"")
-                    fh.close()
-                self._data = {"maps": maps}
-        return self._data
-
-    # -- per-sample access (writer) -----------------------------------------------------------------
-    def sample(self, i: int, epoch: int, common: dict) -> list[tuple[str, bytes]]:
-        """The output members of sample i: the payload members, then .json."""
-        d = self._open()
-        fi, row = int(self.file_of[i]), int(self.row_of[i])
-        if self.fmt == "parquet":
-            t = d["tables"][fi]
-            text = t[self.cfg.text_field][row].as_py()
-            get = (lambda c: t[c][row] if c in t else None)
-            meta = {k: get(k) for k in ("date", "language_score", "charset", "cc_languages", "extractor")
-                    if get(k) is not None}
-            if get("source") is not None:
-                meta["warc"] = get("source")
-                meta["warc_offset"] = get("offset")
-            sid = get("id") or f"{Path(self.files[fi]).name}:{row}"
-            js = self._json(common, sid, get("url"), get("language"), row, meta, epoch, fi)
-            return [("txt", text.encode()), ("json", js)]
-        if self.fmt == "jsonl":
-            ln, obj = d["rows"][fi][row]
-            meta = {k: v for k, v in obj.items() if k not in (self.cfg.text_field, "id", "url", "language")}
-            sid = obj.get("id") or f"{Path(self.files[fi]).name}:{ln}"
-            js = self._json(common, sid, obj.get("url"), obj.get("language"), ln, meta, epoch, fi)
-            return [("txt", obj[self.cfg.text_field].encode()), ("json", js)]
-        mm = d["maps"][fi]
-        out, meta, key = [], {}, None
-        for ext, off, size, k in self.members[i]:
-            key = k
-            if ext == "json":
-                meta = json.loads(bytes(mm[off:off + size]))
-            else:
-                out.append((ext, mm[off:off + size]))
-        out.append(("json", self._tar_json(common, meta, key, epoch, fi)))
-        return out
-
-    def _tar_json(self, common, meta, key, epoch, fi) -> bytes:
-        if not isinstance(meta, dict):
-            meta = {"value": meta}
-        sid = meta.get("id") or meta.get("key") or key
-        return self._json(common, sid, meta.get("url"), meta.get("language"), key, meta, epoch, fi)
-
-    # -- indexing -----------------------------------------------------------------------------------
-    def build_index(self, tokens: TokenCounter, common: dict) -> None:
-        langs = set(self.cfg.languages) if self.cfg.languages else None
-        file_of, row_of, body, jlen, texts, img_counts = [], [], [], [], [], []
-        if self.fmt == "parquet":
-            tables, self.file_meta = self._load_parquet(index=True)
-            self._data = {"tables": [{c: t.column(c).to_pylist() if c != self.cfg.text_field else t.column(c)
-                                      for c in t.column_names} for t in tables]}
-            for fi, t in enumerate(self._data["tables"]):
-                n = len(t[self.cfg.text_field])
-                for row in range(n):
-                    if langs is not None and (t.get("language") or [None] * n)[row] not in langs:
-                        continue
-                    mem = self.sample_rowwise(fi, row, common)
-                    file_of.append(fi)
-                    row_of.append(row)
-                    body.append(tar_member_bytes(len(mem[0][1])))
-                    jlen.append(len(mem[1][1]))
-                    texts.append(mem[0][1].decode())
-                    img_counts.append(0)
-        elif self.fmt == "jsonl":
-            self.file_meta = [None] * len(self.files)
-            self._data = {"rows": self._load_jsonl()}
-            for fi, rows in enumerate(self._data["rows"]):
-                for row, (ln, obj) in enumerate(rows):
-                    if langs is not None and obj.get("language") not in langs:
-                        continue
-                    mem = self.sample_rowwise(fi, row, common)
-                    file_of.append(fi)
-                    row_of.append(row)
-                    body.append(tar_member_bytes(len(mem[0][1])))
-                    jlen.append(len(mem[1][1]))
-                    texts.append(obj[self.cfg.text_field])
-                    img_counts.append(0)
-        else:
-            self.file_meta = [None] * len(self.files)
-            self.members = []
-            maps = self._open()["maps"]
-            for fi, f in enumerate(self.files):
-                mm = maps[fi]
-                for key, mem in _scan_tar(f, self.name, mm):
-                    if all(e == "json" for e, *_ in mem):
-                        continue  # nothing but metadata: webdataset would yield an empty sample
-                    mem.sort(key=lambda m: m[0] == "json")  # payload first, json last
-                    meta, txt = {}, []
-                    for ext, off, size, _ in mem:
-                        if ext == "json":
-                            try:
-                                meta = json.loads(mm[off:off + size])
-                            except ValueError as e:
-                                raise MixError(f"source {self.name!r}: corrupt tar {f}: {key}.json is "
-                                               f"not valid JSON ({e})") from None
-                        elif ext.rsplit(".", 1)[-1] in TEXT_EXTS:
-                            txt.append(bytes(mm[off:off + size]).decode("utf-8", "replace"))
-                    if langs is not None and (meta.get("language") if isinstance(meta, dict) else None) not in langs:
-                        continue
-                    file_of.append(fi)
-                    row_of.append(len(self.members))
-                    self.members.append(mem)
-                    body.append(sum(tar_member_bytes(s) for e, _, s, _ in mem if e != "json"))
-                    jlen.append(len(self._tar_json(common, meta, key, 0, fi)))
-                    texts.append("\n".join(txt))
-                    img_counts.append(sum(1 for e, *_ in mem if e.rsplit(".", 1)[-1].lower() in IMAGE_EXTS))
-            # tar samples are addressed by their position in self.members
-        self.file_of = np.asarray(file_of, np.int32)
-        self.row_of = np.asarray(row_of, np.int64)
-        self.body_bytes = np.asarray(body, np.int64)
-        self.json_len = np.asarray(jlen, np.int64)
-        per = self.cfg.modality == "video" and "per_video_frame" or "per_image"
-        self.tokens = tokens.count(texts) + np.asarray(img_counts, np.int64) * getattr(tokens.cfg, per)
-        if self.fmt == "webdataset":
-            self.row_of = np.arange(len(self.members), dtype=np.int64)
-
-    def sample_rowwise(self, fi: int, row: int, common: dict):
-        """Index-time twin of sample(): (file, row) instead of a sample id, epoch 0."""
-        saved_f, saved_r = self.file_of, self.row_of
-        self.file_of, self.row_of = np.asarray([fi]), np.asarray([row])
-        try:
-            return self.sample(0, 0, common)
-        finally:
-            self.file_of, self.row_of = saved_f, saved_r
-
-    def sample_bytes(self, idx: np.ndarray, epoch: np.ndarray) -> np.ndarray:
-        """Exact tar bytes of samples idx at the given epochs (the json grows by the epoch's extra digits)."""
-        digits = np.where(epoch < 10, 1, np.floor(np.log10(np.maximum(epoch, 1))).astype(np.int64) + 1)
-        return self.body_bytes[idx] + tar_member_bytes(self.json_len[idx] + digits - 1)
-
-
-def _tar_members(mm, path: str):
-    """(name, data offset, size) of each regular file in an uncompressed tar (USTAR, GNU long names, pax
-    paths); checksums and sizes are verified, so garbage or a cut-off file raises tarfile.ReadError."""
-    from tarfile import ReadError
-
-    size, pos, long_name, pax_name = len(mm), 0, None, None
-    arr = np.frombuffer(mm, np.uint8) if size else None
-    while pos + 512 <= size:
-        h = mm[pos:pos + 512]
-        if h.count(0) == 512:
-            return  # end-of-archive blocks
-        try:
-            chk = int(h[148:156].rstrip(b"\0 ").lstrip(b" ") or b"-1", 8)
-        except ValueError:
-            chk = -1
-        if chk != int(arr[pos:pos + 512].sum(dtype=np.int64)) - sum(h[148:156]) + 256:
-            raise ReadError(f"bad header checksum at byte {pos} (not a tar, or damaged)")
-        raw = h[124:136]
-        n = int.from_bytes(raw[1:], "big") if raw[0] & 0x80 else int(raw.rstrip(b"\0 ").lstrip(b" ") or b"0", 8)
-        data = pos + 512
-        if data + n > size:
-            raise ReadError(f"member at byte {pos} is cut off ({n} bytes declared, file ends at {size})")
-        kind = h[156:157]
-        if kind == b"L":  # GNU long name: the data is the next member's name
-            long_name = bytes(mm[data:data + n]).rstrip(b"\0").decode("utf-8", "replace")
-        elif kind == b"x":  # pax header: take its path record
-            for rec in bytes(mm[data:data + n]).split(b"\n"):
-                k, _, v = rec.partition(b" ")[2].partition(b"=")
-                if k == b"path":
-                    pax_name = v.decode("utf-8", "replace")
-        elif kind in (b"0", b"\0", b"7"):
-            name = pax_name or long_name
-            if name is None:
-                name = h[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-                if h[257:262] == b"ustar" and h[345] != 0:
-                    name = h[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
-            yield name, data, n
-            long_name = pax_name = None
-        else:  # directories, links, global pax headers: not sample members
-            long_name = pax_name = None
-        pos = data + (n + 511) // 512 * 512
-    if pos < size and bytes(mm[pos:]).count(0) != size - pos:
-        raise ReadError(f"cut off inside a header at byte {pos}")
-
-
-def _scan_tar(path: str, source: str, mm):
-    """(key, [(ext, data offset, size, key), ...]) per sample, grouping consecutive members by key
-    (webdataset's rule: the key is the path up to the first dot of the file name)."""
-    from tarfile import ReadError
-
-    groups: list = []
-    try:
-        for name, off, n in _tar_members(mm, path):
-            slash = name.rfind("/") + 1
-            dot = name.find(".", slash)
-            if dot < 0:
-                raise ReadError(f"member {name} has no extension (not a WebDataset tar)")
-            key, ext = name[:dot].replace("/", "_"), name[dot + 1:]
-            if groups and groups[-1][0] == key:
-                groups[-1][1].append((ext, off, n, key))
-            else:
-                groups.append((key, [(ext, off, n, key)]))
-    except ReadError as e:
-        raise MixError(f"source {source!r}: corrupt tar {path}: {e}") from None
-    return groups
-
-
-def resolve_source(cfg: SourceConfig, root: Path, progress: bool = True) -> Source:
-    pattern = cfg.path if os.path.isabs(os.path.expanduser(cfg.path)) else str(root / cfg.path)
-    pattern = os.path.expanduser(pattern)
-    files = _expand(pattern)
-    if not files and cfg.bundled:
-        _make_bundled(cfg, pattern, progress)
-        files = _expand(pattern)
-    if not files:
-        hint = f" (bundled: {cfg.bundled} generated nothing there)" if cfg.bundled else ""
-        raise MixError(f"source {cfg.name!r}: path {cfg.path!r} matches no file{hint} (looked in {pattern})")
-    try:
-        fmts = {cfg.format if cfg.format != "auto" else _fmt_of(f) for f in files}
-    except ValueError as e:
-        raise MixError(f"source {cfg.name!r}: {e}") from None
-    if len(fmts) > 1:
-        raise MixError(f"source {cfg.name!r}: path {cfg.path!r} mixes formats {sorted(fmts)}; one format per source")
-    rel = []
-    for f in files:
-        try:
-            rel.append(os.path.relpath(f, root) if not os.path.relpath(f, root).startswith("..") else f)
-        except ValueError:
-            rel.append(f)
-    fps = [{"path": r, "bytes": os.path.getsize(f), "xxh3": _fingerprint(f)} for f, r in zip(files, rel)]
-    return Source(cfg=cfg, files=files, rel_files=rel, fmt=fmts.pop(), fingerprints=fps)
-
-
-def _make_bundled(cfg: SourceConfig, pattern: str, progress: bool) -> None:
-    prefix = re.split(r"[*?\[{]", pattern, 1)[0]
-    folder = Path(prefix if prefix.endswith("/") or os.path.isdir(prefix) else os.path.dirname(prefix))
-    if cfg.bundled == "media":
-        from pipelines.make_media_sample import write_media_sample
-
-        print(f"source {cfg.name}: generating the bundled media sample into {folder}", file=sys.stderr)
-        write_media_sample(folder)
-    else:
-        crawl_dir = folder.parent if folder.name in ("curated", "pairs") else folder  # text or image-text pairs
-        print(f"source {cfg.name}: running the text crawl on the bundled sample into {crawl_dir}", file=sys.stderr)
-        cmd = [sys.executable, str(ROOT / "pipelines" / "crawl.py"), "--output", str(crawl_dir)]
-        if not progress:
-            cmd.append("--no-progress")
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if r.returncode:
-            raise MixError(f"source {cfg.name!r}: the bundled crawl failed:\n{r.stdout[-2000:]}")
+# Shards written side by side in one process: filling a chunk holds the GIL, but md5 and the file write do
+# not, so a second thread keeps the second core busy (--workers forks processes instead).
+WRITE_THREADS = 2
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -584,6 +82,8 @@ class Drawer:
     def draws(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         k = np.arange(start, start + count, dtype=np.int64)
         ep, pos = k // self.pool, k % self.pool
+        if count and ep[0] == ep[-1]:  # all in one epoch
+            return self.order(int(ep[0]))[pos], ep
         idx = np.empty(count, np.int64)
         for e in np.unique(ep):
             m = ep == e
@@ -779,57 +279,6 @@ def plan_stage(mix: MixtureConfig, stage: StageConfig, sources: list[Source], fi
     return StagePlan(stage, active, weights, total, nshards, nbytes, ntok, draws, toks, max_dev, stage_hash, digests)
 
 
-# ---------------------------------------------------------------------------------------------- writing
-def write_shard(stage_dir: str, name: str, sp: ShardPlan, sources: list[Source], common: dict, digest: str) -> dict:
-    """Write one shard atomically (tmp + rename), then its stats json; returns the stats."""
-    stage_dir = Path(stage_dir)
-    path = stage_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    per_src: dict = {}
-    mods: Counter = Counter()
-    with TarWriter(tmp) as tw:
-        for j in range(len(sp.src)):
-            s = sources[int(sp.src[j])]
-            i, e = int(sp.idx[j]), int(sp.epoch[j])
-            n = tw.write(f"{sp.start + j:010d}", s.sample(i, e, common))
-            st = per_src.setdefault(s.name, {"samples": 0, "bytes": 0, "tokens": 0})
-            st["samples"] += 1
-            st["bytes"] += n
-            st["tokens"] += int(s.tokens[i])
-            mods[s.cfg.modality] += 1
-    if tw.bytes != sp.nbytes:  # the planner sized shards from the index; both must agree exactly
-        raise RuntimeError(f"{path}: wrote {tw.bytes} bytes, planned {sp.nbytes}")
-    os.replace(tmp, path)
-    stats = {"shard": name, "samples": len(sp.src), "bytes": tw.bytes, "tokens": sp.tokens,
-             "first_key": f"{sp.start:010d}", "last_key": f"{sp.start + len(sp.src) - 1:010d}",
-             "sources": dict(sorted(per_src.items())), "modalities": dict(sorted(mods.items())),
-             "md5": tw.md5.hexdigest(), "plan": digest, "mixture_hash": common["mixture_hash"],
-             "crawlmix_version": __version__}
-    _write_json(stage_dir / _stats_name(name), stats)
-    return stats
-
-
-def _stats_name(shard: str) -> str:
-    return shard[:-4] + ".stats.json"
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _done(stage_dir: Path, name: str, digest: str) -> dict | None:
-    p = stage_dir / _stats_name(name)
-    try:
-        st = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    tar = stage_dir / name
-    if st.get("plan") == digest and tar.exists() and tar.stat().st_size == st.get("bytes"):
-        return st
-    return None
-
 
 def _brace(pattern: str, n: int) -> str:
     first, last = pattern.format(index=0), pattern.format(index=n - 1)
@@ -906,10 +355,7 @@ def prepare(mix: MixtureConfig, root: Path, stages: list[str] | None = None, pro
                 src.build_index(tokens, common)
                 cache[key] = src
             base = cache[key]
-            src = Source(cfg=cfg, files=base.files, rel_files=base.rel_files, fmt=base.fmt,
-                         fingerprints=base.fingerprints, file_of=base.file_of, row_of=base.row_of,
-                         body_bytes=base.body_bytes, json_len=base.json_len, tokens=base.tokens,
-                         members=base.members, file_meta=base.file_meta, _data=base._data)
+            src = base.renamed(cfg)
             if src.name != base.name or src.cfg.modality != base.cfg.modality:
                 src.build_index(tokens, common)  # the name / modality inside each .json differ
             srcs.append(src)
@@ -920,7 +366,7 @@ def prepare(mix: MixtureConfig, root: Path, stages: list[str] | None = None, pro
 
 
 def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, overwrite=False, progress=True,
-        use_ray=False, workers=1, dry_run=False) -> list[dict]:
+        use_ray=False, workers=1, dry_run=False, threads: int | None = None) -> list[dict]:
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -950,13 +396,15 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
         stage_dir.mkdir(parents=True, exist_ok=True)
         for p in stage_dir.glob("*.tmp"):
             p.unlink()
-        _write_json(stage_dir / "mix.lock.json", lock)
+        write_json(stage_dir / "mix.lock.json", lock)
         pattern = plan.stage.shards.pattern
         stats_by_index: dict = {}
         written = skipped = 0
         bar = tqdm(total=plan.shards, unit="shard", desc=f"mix {plan.stage.name}", disable=not progress)
         todo = []
-        pool = None
+        pool = tpool = None
+        inflight: dict = {}
+        nthreads = WRITE_THREADS if threads is None else threads
         if not use_ray and workers > 1 and plan.shards > 1 and hasattr(os, "fork"):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -964,19 +412,33 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
             global _FORK_SOURCES
             _FORK_SOURCES = plan.sources  # inherited by the forked workers, never pickled
             pool = ProcessPoolExecutor(min(workers, plan.shards), mp_context=multiprocessing.get_context("fork"))
+        elif not use_ray and nthreads > 1 and plan.shards > 1:
+            tpool = ThreadPoolExecutor(nthreads, thread_name_prefix="mix-shard")
+
+        def collect(block: bool) -> int:
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED if block else ALL_COMPLETED)
+            for f in done:
+                stats_by_index[inflight.pop(f)] = f.result()
+                bar.update(1)
+            return len(done)
         flush = (lambda: _ray_write(todo, stage_dir, plan, common, workers, stats_by_index, bar)) if use_ray else \
             (lambda: _pool_write(pool, todo, stage_dir, common, stats_by_index, bar))
         try:
             for sp in plan.planner(mix.seed).shards(plan.samples):
                 name = pattern.format(index=sp.index)
                 digest = plan.shard_digests[sp.index]
-                st = _done(stage_dir, name, digest)
+                st = finished(stage_dir, name, digest)
                 if st is not None:
                     stats_by_index[sp.index] = st
                     skipped += 1
                     bar.update(1)
                     continue
-                if not use_ray and pool is None:
+                if tpool is not None:  # shards side by side in threads: hashing and writing release the GIL
+                    inflight[tpool.submit(write_shard, str(stage_dir), name, sp, plan.sources, common, digest,
+                                          True)] = sp.index
+                    if len(inflight) >= 2 * nthreads:
+                        written += collect(True)
+                elif not use_ray and pool is None:
                     stats_by_index[sp.index] = write_shard(str(stage_dir), name, sp, plan.sources, common, digest)
                     written += 1
                     bar.update(1)
@@ -987,13 +449,17 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
                         todo = []
             if todo:
                 written += flush()
+            if inflight:
+                written += collect(False)
         finally:
             if pool is not None:
                 pool.shutdown()
+            if tpool is not None:
+                tpool.shutdown(cancel_futures=True)
         bar.close()
         shardlist = [{"url": s["shard"], "nsamples": s["samples"], "filesize": s["bytes"], "md5sum": s["md5"]}
                      for _, s in sorted(stats_by_index.items())]
-        _write_json(stage_dir / "shardindex.json", {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+        write_json(stage_dir / "shardindex.json", {"__kind__": "wids-shard-index-v1", "wids_version": 1,
                                                    "name": f"{mix.name}/{plan.stage.name}", "shardlist": shardlist})
         realised = {}
         for s in stats_by_index.values():
@@ -1104,6 +570,9 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=int, default=None,
                     help="shard writers: forked processes (default 1), or Ray actors with --ray (default: all "
                          f"cores, {os.cpu_count()} here); the output does not depend on it")
+    ap.add_argument("--threads", type=int, default=WRITE_THREADS, metavar="N",
+                    help=f"without --workers / --ray: shards written side by side by threads (default "
+                         f"{WRITE_THREADS}; md5 and file writes run outside the GIL); the output does not depend on it")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
@@ -1114,7 +583,7 @@ def main(argv=None) -> int:
         mix = load_mixture(a.mixture)
         out = Path(a.output) if a.output else ROOT / "output" / "mix" / mix.name
         res = run(mix, out, Path(a.root), stages=a.stage, overwrite=a.overwrite, progress=not a.no_progress,
-                  use_ray=a.ray, dry_run=a.dry_run,
+                  use_ray=a.ray, dry_run=a.dry_run, threads=max(1, a.threads),
                   workers=max(1, a.workers or ((os.cpu_count() or 1) if a.ray else 1)))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import tarfile
@@ -290,6 +291,103 @@ def test_builtin_whitespace_matches_tokenizers_pretokenizer():
     assert list(got) == [len(Whitespace().pre_tokenize_str(t)) for t in texts]
 
 
+def test_builtin_counts_match_the_regex_on_any_unicode():
+    """builtin:whitespace is counted with NumPy over character classes; it must equal re.findall exactly
+    (\\w = isalnum or '_', \\s = isspace), whatever the script; builtin:bytes equals len(t.encode())."""
+    import random
+    import re
+
+    from pipelines.mix import TokenCounter
+    from pipelines.mixture_config import TokenConfig
+
+    rng = random.Random(0)
+    pool = ("abcXYZ019_ .,;:!?'\"-\t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2028\u3000éßÆ½²٣߁٫ँ̈日本語中文"
+            "한국어Ελληνικάрусский\u200b\u200d\ufeff😀🇩🇪𝔘𝟘\U0001f3fd\ud800")
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 60))) for _ in range(400)] + ["", " ", "a"]
+    ws = re.compile(r"\w+|[^\w\s]+")
+    assert list(TokenCounter(TokenConfig()).count(texts)) == [len(ws.findall(t)) for t in texts]
+    clean = [t.replace("\ud800", "") for t in texts]
+    assert list(TokenCounter(TokenConfig(tokenizer="builtin:bytes")).count(clean)) == [len(t.encode()) for t in clean]
+
+
+def _tar(path: Path, members: list, fmt=tarfile.USTAR_FORMAT) -> None:
+    with tarfile.open(path, "w", format=fmt) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            if data is None:
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+
+
+def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path):
+    """Shards are assembled from tar headers and byte ranges: payload members must come out exactly as they
+    went in, from plain USTAR tars (read without a walk) and from GNU / pax tars with folders, long names
+    and directories (walked), with a member larger than a write chunk and a member whose padding is not
+    zero; padding comes out zero, every .json is canonical, the recorded md5 is the file's."""
+    import hashlib
+
+    rng = np.random.default_rng(1)
+    blob = lambda n: rng.integers(0, 256, n, dtype=np.uint8).tobytes()  # noqa: E731
+    want = {}  # source key -> {ext: bytes}
+    plain = []
+    for i in range(12):
+        key = f"p{i:03d}"
+        m = {"jpg": blob(int(rng.integers(1, 3000))), "txt": f"caption {i} ünï".encode(),
+             "json": json.dumps({"id": key, "url": f"https://x/{i}.jpg", "score": 0.1 * i, "tags": ["a", {"z": i}],
+                                 "big": 1e-05 * i, "lang": "日本"}).encode()}
+        if i == 3:
+            m["0.png"], m["1.png"] = blob(2_500_000), blob(700)  # larger than a write chunk
+        want[key] = {k: v for k, v in m.items() if k != "json"}
+        plain += [(f"{key}.{e}", d) for e, d in m.items()]
+    _tar(tmp_path / "plain.tar", plain)
+    raw = bytearray((tmp_path / "plain.tar").read_bytes())  # dirty the padding after p005.jpg
+    with tarfile.open(tmp_path / "plain.tar") as tf:
+        mem = tf.getmember("p005.jpg")
+    end = mem.offset_data + mem.size
+    assert end % 512
+    raw[end:end + 3] = b"xyz"
+    (tmp_path / "plain.tar").write_bytes(bytes(raw))
+    walked = [("dir", None)]
+    for i in range(8):
+        key = ("sub/deep/" if i % 2 else "") + f"w{i:03d}" + ("_" + "L" * 120 if i == 4 else "")
+        m = {"jpg": blob(int(rng.integers(0, 1500))), "json": json.dumps({"n": i, "f": float("nan") if i == 2 else 1.5})
+             .encode()}
+        want[key.replace("/", "_")] = {"jpg": m["jpg"]}
+        walked += [(f"{key}.{e}", d) for e, d in m.items()]
+    _tar(tmp_path / "walked.tar", walked, tarfile.GNU_FORMAT)
+    raw = {"name": "bytes", "seed": 1, "stages": [{"name": "s", "budget": {"samples": 40}, "shards": {"max_samples": 9},
+           "sources": [{"name": "plain", "modality": "image", "path": str(tmp_path / "plain.tar"), "weight": 0.6,
+                        "max_epochs": 2},
+                       {"name": "walked", "modality": "image", "path": str(tmp_path / "walked.tar"), "weight": 0.4,
+                        "max_epochs": 2}]}]}
+    res = build(raw, tmp_path, tmp_path / "out")
+    assert res[0]["lock"]["samples"] == 40
+    seen = set()
+    for p in sorted((tmp_path / "out" / "s").glob("shard-*.tar")):
+        data = p.read_bytes()
+        st = json.loads(p.with_name(p.name[:-4] + ".stats.json").read_text())
+        assert st["md5"] == hashlib.md5(data).hexdigest() and st["bytes"] == len(data)
+        samples: dict = {}
+        with tarfile.open(p) as tf:
+            for m in tf:
+                assert m.mode == 0o444 and m.mtime == 0 and m.uname == "crawlmix"
+                pad = data[m.offset_data + m.size:m.offset_data + (m.size + 511) // 512 * 512]
+                assert pad == bytes(len(pad)), m.name
+                key, ext = m.name.split(".", 1)
+                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
+        for key, members in samples.items():
+            js = members.pop("json")
+            meta = json.loads(js)
+            assert js == json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+            src_key = meta["provenance"]["index"]
+            assert members == want[src_key], (key, src_key)
+            seen.add(src_key)
+    assert len(seen) == 20  # every sample of both sources, the big one and the dirty-padded one included
+
+
 def test_media_sample_is_deterministic_and_small(tmp_path):
     from pipelines.make_media_sample import write_media_sample
 
@@ -433,9 +531,21 @@ def test_ray_writes_the_same_bytes(tree, built, tmp_path):
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
 
 
-def test_forked_workers_write_the_same_bytes(tree, built, tmp_path):
+def test_same_bytes_without_orjson(tree, built, tmp_path, monkeypatch):
+    """orjson only speeds up JSON: without it the standard library gives the same shards."""
+    import pipelines.mix_sources as ms
+
+    monkeypatch.setattr(ms, "_orjson", None)
     src, _ = built
-    res = build(base_mix(), tree, tmp_path / "w2", workers=2)
+    build(base_mix(), tree, tmp_path / "std")
+    a, b = _files(src), _files(tmp_path / "std")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+@pytest.mark.parametrize("workers, threads", [(2, 1), (1, 1), (1, 3)])
+def test_forked_workers_and_threads_write_the_same_bytes(tree, built, tmp_path, workers, threads):
+    src, _ = built
+    res = build(base_mix(), tree, tmp_path / "w", workers=workers, threads=threads)
     assert res[0]["written"] == 9
-    a, b = _files(src), _files(tmp_path / "w2")
+    a, b = _files(src), _files(tmp_path / "w")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
