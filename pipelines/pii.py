@@ -45,7 +45,7 @@ if __package__ in (None, ""):
 
 from pipelines import __version__
 from pipelines.config import ConfigError
-from pipelines.pii_config import NER_ENTITIES, PATTERN_ENTITIES, PiiConfig, load_pii_config
+from pipelines.pii_config import NER_ENTITIES, PiiConfig, load_pii_config
 
 log = logging.getLogger("crawlmix.pii")
 # presidio logs at debug/info level with pieces of the analysed text: keep it quiet.

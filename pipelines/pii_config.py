@@ -55,7 +55,6 @@ class PiiConfig(BaseModel):
     # candidate: presidio's e-mail pattern is quadratic on such runs.
     max_word_chars: int = Field(1000, ge=64)
     batch_chars: int = Field(200_000, gt=0)  # windows sent to spaCy per nlp.pipe call
-    max_doc_chars: int = Field(100_000_000, gt=0)  # longer texts are scrubbed in pieces of this size
 
     @field_validator("entities")
     @classmethod
