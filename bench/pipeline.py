@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     r = res["crawlmix-trafilatura"]
     print(f"{'(trafilatura)':<12}{n / r['seconds']:>12.1f}{r['seconds']:>10.1f}{len(r['kept']):>7}{r['peak_rss_mb']:>13.0f}"
           "   <- crawlmix with engine: trafilatura")
-    print(f"speed ratio crawlmix/datatrove: {c_rate / d_rate:.1f}x  (engine trafilatura: {n / r['seconds'] / d_rate:.1f}x)")
+    print(f"speed ratio crawlmix/datatrove: {c_rate / d_rate:.2f}x  (engine trafilatura: {n / r['seconds'] / d_rate:.2f}x)")
     inter = len(ck & dk)
     print(f"kept-set agreement: {inter} both, {len(ck - dk)} only crawlmix, {len(dk - ck)} only datatrove "
           f"(Jaccard {inter / max(1, len(ck | dk)):.3f}; differences come from extraction settings, "
