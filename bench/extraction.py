@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "bench"
 
-from pipelines.extract import main_text, probe_text, resiliparse_text, trafilatura_text  # noqa: E402
+from pipelines.extract import RESILIPARSE_KW, main_text, probe_text, resiliparse_text, trafilatura_text  # noqa: E402
 from pipelines.read_warc import iter_pages  # noqa: E402
 
 _TOK = re.compile(r"\w+")
@@ -47,8 +47,7 @@ def resiliparse_plain(html: str) -> str:
     """resiliparse main content with only text options set (no skip list, post metadata kept)."""
     from resiliparse.extract.html2text import extract_plain_text
 
-    return extract_plain_text(html, main_content=True, alt_texts=False, links=False, list_bullets=False,
-                              form_fields=False, noscript=False, comments=False)
+    return extract_plain_text(html, main_content=True, **RESILIPARSE_KW)
 
 
 def crawlmix_default(html: str) -> str:

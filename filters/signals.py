@@ -271,13 +271,14 @@ def compute(text: str, p: SignalParams = SignalParams()) -> tuple[dict, str]:
 
     # Gopher quality
     n_words = len(words)
-    kinds = np.fromiter(map(_word_kind, vocab), dtype=np.int64, count=len(vocab))[ids.astype(np.intp)]
+    at = ids.astype(np.intp)
+    kinds = np.fromiter(map(_word_kind, vocab), dtype=np.int64, count=len(vocab))[at]
     non_symbol = (kinds & _NON_SYMBOL) != 0
     n_non_symbol = int(non_symbol.sum())
     s["words"] = n_words
     s["non_symbol_words"] = n_non_symbol
     if n_non_symbol:
-        lengths = np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab))[ids.astype(np.intp)]
+        lengths = np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab))[at]
         s["avg_word_length"] = int(lengths[non_symbol].sum()) / n_non_symbol
     else:
         s["avg_word_length"] = 0.0

@@ -85,6 +85,7 @@ class _Doc:
     extractor: str = ""
     lang: str = "unknown"
     score: float = 0.0
+    probe: str = ""  # all visible text (the language probe reads its start)
     visible: int | None = None  # characters of visible text, when the language probe measured them
 
 
@@ -155,24 +156,21 @@ class _FileCurator:
         """All visible text of each page (on the DOM the extraction reuses); pages that cannot reach the
         job's languages, even with the margin, stop here."""
         x = self.cfg.extract
-        probes = []
         for d in docs:
-            probe = d.page.text
-            if probe is None:
+            d.probe = d.page.text
+            if d.probe is None:
                 try:
                     if x.engine == "resiliparse":
                         d.dom = parse_html(d.html)
-                    probe = probe_text(d.html if d.dom is None else d.dom)
-                    d.visible = len(probe)
+                    d.probe = probe_text(d.html if d.dom is None else d.dom)
+                    d.visible = len(d.probe)
                 except Exception as e:  # noqa: BLE001 - a page must never stop the file
-                    d.dom, probe = None, ""
+                    d.dom, d.probe = None, ""
                     self.st.error("extract", "extract_error", d.name, f"resiliparse: {type(e).__name__}: {e}")
-            probes.append(probe)
         self.clock.lap("extract")
-        probe_of = {id(d): p for d, p in zip(docs, probes)}
 
         def check(d):
-            probe = probe_of[id(d)]
+            probe, d.probe = d.probe, ""
             if not probe.strip():
                 return None
             scores = langid.predict(probe[: x.prefilter_chars], k=self.lid_k)

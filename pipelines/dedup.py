@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import unicodedata
@@ -294,11 +293,6 @@ class MinHasher:
         if minhash and 0 < total < n:  # a document shorter than n tokens is one shingle
             sig = self._minimum(self._ngrams(carry, total), sig)
         return exact.intdigest(), sig
-
-    def shingles(self, text: str) -> np.ndarray:
-        """Distinct 32-bit hashes of the word n-grams (a doc shorter than n is one shingle)."""
-        t = np.concatenate([np.zeros(0, dtype=np.uint64)] + [_token_hashes(p) for p in _text_chunks(text)])
-        return self._ngrams(t, min(self.cfg.n_grams, len(t))) if len(t) else np.zeros(0, dtype=np.uint32)
 
     def signature(self, text: str) -> np.ndarray | None:
         return self.hashes(text)[1]

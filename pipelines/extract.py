@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 # (readability/justext triple its cost for +0.001 F1 here), no comments, as datatrove's Trafilatura.
 TRAFILATURA_KW = dict(include_comments=False, no_fallback=True, deduplicate=False, with_metadata=False)
 # resiliparse: text only (no alt texts, link targets, bullets, form fields, noscript, comments)
-_RESILIPARSE_KW = dict(alt_texts=False, links=False, list_bullets=False, form_fields=False, noscript=False,
+RESILIPARSE_KW = dict(alt_texts=False, links=False, list_bullets=False, form_fields=False, noscript=False,
                        comments=False)
 # Elements the main-content extraction skips (CSS selectors): page and article headers (site banners,
 # titles, bylines), footers and image captions, none of which an article body contains.
@@ -44,14 +44,14 @@ def resiliparse_text(html, skip: tuple[str, ...] | list[str] = DEFAULT_SKIP) -> 
     from resiliparse.extract.html2text import extract_plain_text
 
     return extract_plain_text(html, main_content=True, post_meta=False, skip_elements=list(skip) or None,
-                              **_RESILIPARSE_KW)
+                              **RESILIPARSE_KW)
 
 
 def probe_text(html) -> str:
     """All visible text, no main-content detection (cheaper): enough to tell the language."""
     from resiliparse.extract.html2text import extract_plain_text
 
-    return extract_plain_text(html, main_content=False, **_RESILIPARSE_KW)
+    return extract_plain_text(html, main_content=False, **RESILIPARSE_KW)
 
 
 def trafilatura_text(html: str) -> str:

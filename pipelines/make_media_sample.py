@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from pipelines.mix import TarWriter  # noqa: E402
+from pipelines.mix_write import TarWriter  # noqa: E402
 
 BASE_URL = "https://media.sample.crawlmix.invalid"
 TOWNS = ["Ashford", "Brenton", "Caldmoor", "Dunwick", "Elmstead", "Farrow", "Glenholm", "Harlow", "Ivybridge",

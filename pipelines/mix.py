@@ -37,9 +37,8 @@ import numpy as np  # noqa: E402
 
 from pipelines import __version__  # noqa: E402
 from pipelines.config import ConfigError  # noqa: E402
-from pipelines.mix_sources import (  # noqa: E402,F401 - re-exported: the mixer's public names live here
-    IMAGE_EXTS, TEXT_EXTS, MixError, Source, TokenCounter, resolve_source, tar_member_bytes)
-from pipelines.mix_write import TarWriter, finished, tar_header, write_json, write_shard  # noqa: E402,F401
+from pipelines.mix_sources import MixError, Source, TokenCounter, resolve_source  # noqa: E402
+from pipelines.mix_write import finished, write_json, write_shard  # noqa: E402
 from pipelines.mixture_config import MixtureConfig, StageConfig, load_mixture, stage_weights  # noqa: E402
 
 
