@@ -78,10 +78,16 @@ def _top_ngram_chars(ids: np.ndarray, starts: np.ndarray, n: int) -> int:
     key = np.zeros(m, dtype=np.uint64)
     for i in range(n):
         key = (key << np.uint64(16)) | ids[i:i + m]
-    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
-    best = counts.max()
-    pos = int(first[counts == best].min())  # Counter.most_common(1): the first inserted among the most common
-    return int(starts[pos + n] - starts[pos] + n - 1) * int(best)
+    s = np.sort(key)
+    new = np.empty(m, dtype=bool)
+    new[0] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    idx = np.flatnonzero(new)
+    counts = np.diff(idx, append=m)
+    best = int(counts.max())
+    # Counter.most_common(1): the first inserted among the most common
+    pos = 0 if best == 1 else int(np.argmax(np.isin(key, s[idx[counts == best]])))
+    return int(starts[pos + n] - starts[pos] + n - 1) * best
 
 
 def _top_ngram_chars_counter(words: list[str], n: int) -> int:
@@ -149,8 +155,15 @@ def _dup_ngram_chars(words: list[str], n: int, hashes, within: np.ndarray | None
         return 0, np.zeros(0, dtype=np.int64)
     at = None if within is None else within[within <= len(words) - n]
     keys = _ngram_keys(hashes, n, at)
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    multi = np.flatnonzero(counts[inverse] > 1)
+    order = np.argsort(keys)
+    ordered = keys[order]
+    same = ordered[1:] == ordered[:-1]
+    repeats = np.zeros(len(keys), dtype=bool)  # in sorted order: the key equals a neighbour's
+    repeats[1:] |= same
+    repeats[:-1] |= same
+    mask = np.empty(len(keys), dtype=bool)
+    mask[order] = repeats
+    multi = np.flatnonzero(mask)
     candidates = multi if at is None else at[multi]
     if not len(candidates):
         return 0, candidates
@@ -195,6 +208,8 @@ def _word_kind(w: str) -> int:
     """Bit flags: has a char outside PUNCTUATION_SET, has an alphabetic char (memoised per word)."""
     k = _KIND.get(w)
     if k is None:
+        if w.isalpha() and w.isascii():
+            return _NON_SYMBOL | _ALPHA  # (no ASCII letter is in PUNCTUATION_SET)
         k = (_NON_SYMBOL if any(ch not in PUNCTUATION_SET for ch in w) else 0) | (
             _ALPHA if any(c.isalpha() for c in w) else 0)
         if len(_KIND) > 1_000_000:

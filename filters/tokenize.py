@@ -19,12 +19,20 @@ from functools import lru_cache
 from itertools import chain
 
 import numpy as np
-from spacy.attrs import IDX
+from spacy.attrs import IDX, ORTH
 
 _GAPS = re.compile(r"(\s+)")
 _CACHE_LIMIT = 1_000_000  # chunks (~150 MB per worker at most); cleared when full
-_SUFFIX_1 = frozenset(",;:!?)")  # one-character suffixes of spaCy's English tokenizer
-_BEFORE_DOT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+# One-character prefixes / suffixes of spaCy's English tokenizer (each is its own alternative in its
+# prefix / suffix regex, and no longer alternative starts with it), and the characters its suffix rule
+# for "." accepts before the dot, limited to ASCII (the rule's letter class has more).
+_PREFIX_1 = frozenset("\"“”‘'([«»„¿¡—–$£€")
+_SUFFIX_1 = frozenset(",;:!?)]\"”“„’'»«—–")
+_BEFORE_DOT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789,;:!?()[]\"”“„’'»«")
+_DIGITS = frozenset("0123456789")
+_DASHES = frozenset("-–—")  # spaCy's hyphen infixes between letters (one dash, not "--")
+_POSSESSIVE = frozenset(("'s", "'S", "’s", "’S"))
+_NUM_SEP = frozenset(".,:")  # between ASCII digits: no infix rule splits there
 _VOCAB_LIMIT = 2_000_000  # spaCy lexemes before the pipeline is rebuilt (its vocab only grows)
 
 
@@ -47,7 +55,8 @@ class WordSplitter:
         self.language = language
         self._nlp = None
         self._cache: dict[str, tuple[str, ...]] = {}
-        self._specials: frozenset[str] | None = None
+        self._specials: frozenset[str] = frozenset()
+        self._changing: frozenset[str] = frozenset()
 
     @property
     def nlp(self):
@@ -55,32 +64,83 @@ class WordSplitter:
             import spacy
 
             self._nlp = spacy.blank(self.language)
-            self._specials = frozenset(self._nlp.tokenizer.rules or ())
+            rules = self._nlp.tokenizer.rules or {}
+            self._specials = frozenset(rules)  # the tokenizer's special cases ("can't", "etc.", "'s", ":)")
+            # ...less those that are their own single token ("'s", "'"): as one token they change nothing
+            self._changing = frozenset(k for k, v in rules.items() if not (len(v) == 1 and v[0].get(ORTH) == k))
         return self._nlp
 
     def _plain(self, chunk: str) -> bool:
         """True when spaCy would return the chunk as one token: letters only, or ASCII digits only,
         and not a tokenizer special case."""
-        return (chunk.isalpha() or (chunk.isdigit() and chunk.isascii())) and chunk not in self._specials
+        return (chunk.isalpha() or (chunk.isdigit() and chunk.isascii())) and chunk not in self._changing
 
     def _quick(self, chunk: str) -> tuple[str, ...] | None:
-        """spaCy's tokens for the common chunk shapes, or None: a plain chunk, a plain chunk plus one
-        closing punctuation mark (a suffix rule; "." only after a-z or 0-9, as spaCy's rule), or two
-        runs of ASCII letters joined by one hyphen (the hyphen infix rule; spaCy's letter class
-        does not cover every script)."""
+        """spaCy's tokens for the common chunk shapes, or None (spaCy decides). A shape is: one-character
+        prefixes, a core, one-character suffixes ("." only after a-z, 0-9 or a closing mark, as spaCy's
+        rule; no "..", which is one suffix). The core is a plain chunk, ASCII letter runs joined by single
+        dashes (the hyphen infix; spaCy's letter class does not cover every script), or ASCII digit runs
+        joined by one kind of "." "," ":" (no infix rule splits between digits; at most one "."), or a
+        plain chunk + "'s" (a suffix rule).
+        No run of the resulting tokens may spell a tokenizer special case ("can't", "etc.", ":)"):
+        spaCy would keep or rebuild it."""
         if self._plain(chunk):
             return (chunk,)
         if not chunk:
             return None
-        last = chunk[-1]
-        if (last in _SUFFIX_1 or (last == "." and chunk[-2:-1] in _BEFORE_DOT)) and chunk not in self._specials:
-            head = chunk[:-1]
-            if head and self._plain(head):
-                return (head, last)
-        elif chunk.count("-") == 1 and chunk not in self._specials:
-            a, b = chunk.split("-")
-            if a.isascii() and b.isascii() and a.isalpha() and b.isalpha() and self._plain(a) and self._plain(b):
-                return (a, "-", b)
+        last = chunk[-1]  # the commonest other shape first: plain + one suffix ("word," "word.")
+        if (last in _SUFFIX_1 or (last == "." and chunk[-2:-1] in _BEFORE_DOT)) and self._plain(chunk[:-1]):
+            return None if chunk in self._specials or last in self._changing else (chunk[:-1], last)
+        n = len(chunk)
+        i = 0
+        while i < n and chunk[i] in _PREFIX_1:
+            i += 1
+        j = n
+        while j > i:
+            c = chunk[j - 1]
+            if c in _SUFFIX_1 or (c == "." and j >= 2 and chunk[j - 2] in _BEFORE_DOT) or (
+                    c == "%" and j >= 2 and chunk[j - 2] in _DIGITS):  # "%" is a unit after a digit
+                j -= 1
+            else:
+                break
+        core = chunk[i:j]
+        if not core:
+            return None
+        if self._plain(core):
+            mid: tuple[str, ...] = (core,)
+        else:
+            mid = self._split_core(core)
+            if mid is None:
+                return None
+        toks = (*chunk[:i], *mid, *chunk[j:])
+        specials, changing = self._specials, self._changing
+        for a in range(len(toks)):  # every run of tokens, the whole chunk included
+            if toks[a] in changing:
+                return None
+            s = toks[a]
+            for b in range(a + 1, len(toks)):
+                s += toks[b]
+                if s in specials:
+                    return None
+        return toks
+
+    def _split_core(self, core: str) -> tuple[str, ...] | None:
+        if core[-2:] in _POSSESSIVE and self._plain(core[:-2]):  # spaCy's "'s" suffix rule
+            return (core[:-2], core[-2:])
+        seps = {c for c in core if not c.isalnum()}
+        if len(seps) != 1:
+            return None
+        sep = seps.pop()
+        parts = core.split(sep)
+        if not all(x and x.isascii() for x in parts):
+            return None
+        if sep in _DASHES and all(x.isalpha() for x in parts):
+            out: list[str] = []
+            for x in parts:
+                out += (x, sep)
+            return tuple(out[:-1])
+        if sep in _NUM_SEP and all(x.isdigit() for x in parts) and (sep != "." or len(parts) == 2):
+            return (core,)
         return None
 
     def _fill(self, chunks: list[str]) -> None:

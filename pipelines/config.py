@@ -51,11 +51,12 @@ class ExtractConfig(Strict):
     # resiliparse main content shorter than this (chars) usually means its main-content detection
     # missed the page: trafilatura extracts it instead, when that gives more text (0: never)
     fallback_below_chars: int = Field(200, ge=0)
-    # language probe: all visible text decides, with a margin, whether a page can reach the job's
-    # languages before the main extraction runs (only when langid filters)
+    # language probe: the visible text at the start of the body decides, with a margin, whether a page
+    # can reach the job's languages before the main extraction runs (only when langid filters)
     prefilter: bool = True
-    prefilter_margin: float = Field(0.25, ge=0, le=1)  # cheap-text language score may be this much lower
-    prefilter_chars: int = Field(2000, gt=0)  # the language probe reads this much of the cheap text
+    prefilter_margin: float = Field(0.6, ge=0, le=1)  # probe score may be this much below the threshold (en: > 0.05)
+    prefilter_chars: int = Field(1000, gt=0)  # the language probe reads this much of the visible text
+    prefilter_html_chars: int = Field(16_000, gt=0)  # ...of this much HTML from <body> on (parsed alone)
     max_html_chars: int = Field(5_000_000, gt=0)  # longer HTML is cut before extraction
 
     @field_validator("skip_elements")

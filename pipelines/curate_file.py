@@ -20,7 +20,7 @@ import xxhash
 
 from pipelines import __version__, langid
 from pipelines.config import JobConfig, load_job
-from pipelines.extract import main_text, parse_html, probe_text
+from pipelines.extract import main_text, parse_html, probe_text, probe_window
 from pipelines.quality import Quality
 from pipelines.read_warc import Page, iter_pages
 from pipelines.url_filter import url_filter_for
@@ -54,12 +54,13 @@ class _Clock:
         self.t = now
 
 
-def _lid_k(cfg) -> int:
-    """Labels to score. At most floor(1/t) languages can score above t (scores sum to 1), so the
-    top 5 decide exactly as datatrove's all-label call whenever every threshold is >= 0.2."""
+def _lid_k(cfg, margin: float = 0.0) -> int:
+    """Labels to score. At most floor(1/t) languages can score above t (scores sum to 1), so the top
+    floor(1/t) decide exactly as datatrove's all-label call (-1: all, when some threshold is <= 0).
+    Fewer labels is cheaper: building the 176-label answer costs more than the decision."""
     lc = cfg.langid
-    lowest = min([lc.threshold, *lc.thresholds.values()]) - cfg.extract.prefilter_margin
-    return 5 if lowest >= 0.2 else -1
+    lowest = min([lc.threshold, *lc.thresholds.values()]) - margin
+    return int(1 / lowest) if lowest > 0 else -1
 
 
 def _lang_ok(cfg, scores: dict[str, float], margin: float = 0.0) -> bool:
@@ -80,12 +81,12 @@ class _Doc:
     page: Page
     name: str  # file@offset (url), for messages
     html: str = ""
-    dom: object = None  # resiliparse DOM shared by the probe and the extraction
+    dom: object = None  # resiliparse DOM of the whole page, when the probe parsed it (short pages)
     text: str = ""
     extractor: str = ""
     lang: str = "unknown"
     score: float = 0.0
-    probe: str = ""  # all visible text (the language probe reads its start)
+    probe: str = ""  # visible text of the probe's window (the language probe reads its start)
     visible: int | None = None  # characters of visible text, when the language probe measured them
 
 
@@ -108,6 +109,7 @@ class _FileCurator:
         self.quality = Quality(cfg.quality)
         self.prefilter = "langid_prefilter" in stages
         self.lid_k = _lid_k(cfg)
+        self.probe_k = _lid_k(cfg, cfg.extract.prefilter_margin)
 
     def drop(self, doc: _Doc, stage: str, reason: str, detail: str = "", lang: str = "", score=None) -> None:
         self.st.drop(stage, reason)
@@ -153,17 +155,18 @@ class _FileCurator:
         return kept
 
     def language_probe(self, docs: list[_Doc]) -> list[_Doc]:
-        """All visible text of each page (on the DOM the extraction reuses); pages that cannot reach the
+        """Visible text of the start of each page's body (probe_window); pages that cannot reach the
         job's languages, even with the margin, stop here."""
         x = self.cfg.extract
         for d in docs:
             d.probe = d.page.text
             if d.probe is None:
                 try:
-                    if x.engine == "resiliparse":
-                        d.dom = parse_html(d.html)
-                    d.probe = probe_text(d.html if d.dom is None else d.dom)
-                    d.visible = len(d.probe)
+                    window = probe_window(d.html, x.prefilter_html_chars)
+                    dom = parse_html(window)
+                    d.probe = probe_text(dom)
+                    if window is d.html:  # the whole page: the extraction reuses its DOM
+                        d.dom, d.visible = dom, len(d.probe)
                 except Exception as e:  # noqa: BLE001 - a page must never stop the file
                     d.dom, d.probe = None, ""
                     self.st.error("extract", "extract_error", d.name, f"resiliparse: {type(e).__name__}: {e}")
@@ -173,7 +176,7 @@ class _FileCurator:
             probe, d.probe = d.probe, ""
             if not probe.strip():
                 return None
-            scores = langid.predict(probe[: x.prefilter_chars], k=self.lid_k)
+            scores = langid.predict(probe[: x.prefilter_chars], k=self.probe_k)
             if _lang_ok(self.cfg, scores, x.prefilter_margin):
                 return None
             lang = max(scores, key=scores.get) if scores else ""

@@ -15,6 +15,7 @@ Run alone:  python pipelines/extract.py FILE.warc.gz [--engine trafilatura]
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ RESILIPARSE_KW = dict(alt_texts=False, links=False, list_bullets=False, form_fie
 # Elements the main-content extraction skips (CSS selectors): page and article headers (site banners,
 # titles, bylines), footers and image captions, none of which an article body contains.
 DEFAULT_SKIP = ("header", "footer", "[class*=caption]")
+_BODY = re.compile(r"<body[\s>/]", re.I)
 
 
 def parse_html(html: str):
@@ -54,6 +56,21 @@ def probe_text(html) -> str:
     return extract_plain_text(html, main_content=False, **RESILIPARSE_KW)
 
 
+def probe_window(html: str, chars: int) -> str:
+    """The language probe's share of a page: ``chars`` characters of HTML from the <body> tag on (the
+    whole page when it is that short). Visible text starts at the body; parsing a window of it instead
+    of the whole page (often 100+ KB of scripts and styles) is what makes the probe cheap."""
+    if len(html) <= chars:
+        return html
+    start = html.find("<body")
+    if start < 0:
+        start = html.find("<BODY")
+        if start < 0:
+            m = _BODY.search(html)
+            start = m.start() if m else 0
+    return html[start:start + chars]
+
+
 def trafilatura_text(html: str) -> str:
     import trafilatura
 
@@ -65,14 +82,19 @@ def main_text(html: str, engine: str = "resiliparse", skip=DEFAULT_SKIP, fallbac
     """(text, extractor) as a crawl extracts a page. resiliparse main content that comes out shorter
     than ``fallback_below`` characters usually means its main-content detection missed the page:
     trafilatura extracts it instead, when that gives more text (not tried when the page's visible
-    text, ``visible_chars`` if known, is that short too). ``dom``: the page already parsed."""
+    text, ``visible_chars`` if known, is that short too). ``dom``: the whole page already parsed."""
     if engine == "trafilatura":
         return trafilatura_text(html), "trafilatura"
-    text = resiliparse_text(html if dom is None else dom, skip)
-    if len(text) < fallback_below and (visible_chars is None or visible_chars >= fallback_below):
-        better = trafilatura_text(html)
-        if len(better) > len(text):
-            return better, "trafilatura"
+    if dom is None:
+        dom = parse_html(html)
+    text = resiliparse_text(dom, skip)
+    if len(text) < fallback_below:
+        if visible_chars is None:
+            visible_chars = len(probe_text(dom))
+        if visible_chars >= fallback_below:
+            better = trafilatura_text(html)
+            if len(better) > len(text):
+                return better, "trafilatura"
     return text, "resiliparse"
 
 

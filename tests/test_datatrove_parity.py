@@ -134,8 +134,8 @@ def test_tokens_real_pages():
 
 
 def test_splitter_shortcuts_match_spacy():
-    """The chunk shapes that skip spaCy (letters, letters + one closing mark, ASCII word-hyphen-word)
-    give spaCy's tokens, including tokenizer special cases, other scripts and near misses."""
+    """The chunk shapes that skip spaCy (opening marks + a plain, dashed, numeric or possessive core +
+    closing marks) give spaCy's tokens, including tokenizer special cases, other scripts and near misses."""
     import itertools
 
     from filters.tokenize import WordSplitter
@@ -144,10 +144,15 @@ def test_splitter_shortcuts_match_spacy():
     specials = sorted(ws.nlp.tokenizer.rules)[:300]
     heads = ["word", "Word", "WORD", "A", "I", "e", "x", "cannot", "Cannot", "gonna", "1990", "7", "café", "naïve",
              "Straße", "слово", "ինժեներ", "ფელისიტე", "қарым", "中文", "٣٤", "²", "aB", "NASA", "U.S", "Mr", "vs"]
-    marks = ["", ",", ";", ":", "!", "?", ")", ".", "'", '"', "-", "…", "%", "$"]
-    chunks = {h + m for h, m in itertools.product(heads + specials, marks)}
-    chunks |= {f"{a}-{b}" for a, b in itertools.product(heads + specials[:40], repeat=2)}
+    marks = ["", ",", ";", ":", "!", "?", ")", ".", "'", '"', "-", "…", "%", "$", "”", "’", "'s", "’s", ".)", ").",
+             '."', ".”", ",”", "?”", "]", "»", "—", "–", "...", ".."]
+    opens = ["", "(", '"', "“", "'", "‘", "[", "«", "„", "¿", "$", "£", "—", "((", '("']
+    chunks = {o + h + m for o, h, m in itertools.product(opens, heads + specials, marks)}
+    chunks |= {f"{a}{d}{b}" for a, b in itertools.product(heads + specials[:40], repeat=2) for d in "-–—"}
+    chunks |= {"", "1,000", "1,000,000", "3.5", "3.5.1", "10:30", "1990.", "9%", "(9%)", "$9.99", "£5,", "1-2", "a-b-c",
+               "well-known", "well--known", "-known", "known-", "Díaz-Molina", "A.", "US.", "U.S.", "etc.", "vs.",
+               "can't", "don’t", "John's.", "(John’s)", "e.g.", "i.e.,", ":)", "(:", "'em", "'s", "“'s", "''"}
     shortcut = {c for c in chunks if ws._quick(c) is not None}
-    assert len(shortcut) > 200  # the shortcuts are exercised, and...
+    assert len(shortcut) > 5000  # the shortcuts are exercised, and...
     for c in sorted(chunks):  # ...every chunk, shortcut or not, splits as spaCy splits it
         assert list(ws._tokens([c])[0]) == split_into_words(c), c

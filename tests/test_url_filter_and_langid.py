@@ -8,7 +8,7 @@ from pipelines import langid
 from pipelines.config import UrlFilterConfig
 from pipelines.read_warc import iter_pages
 from pipelines.url_filter import UrlFilter
-from tests.conftest import SHARED, shared
+from tests.conftest import ROOT, SHARED, shared
 
 HANDMADE = [
     "http://www.pornhub.com/view/1", "https://sub.pornhub.com/x", "https://example.com/free-porn-videos",
@@ -81,3 +81,33 @@ def test_lid_accuracy_on_real_sentences():
     assert total >= 10
     # lid.176.ftz on single sentences: >= 90% right in every one of these languages
     assert all(v <= 0.10 for v in wrong.values()), wrong
+
+
+def _reach_quality(path, tmp, prefilter: bool) -> set[str]:
+    """Ids of the pages that pass every stage before quality (the language filter included)."""
+    import pyarrow.parquet as pq
+
+    from pipelines.config import load_job
+    from pipelines.curate_file import curate_file
+
+    cfg = load_job(ROOT / "jobs" / "fineweb-en.yaml")
+    cfg.dedup.enabled = False
+    cfg.extract.prefilter = prefilter
+    r = curate_file(str(path), tmp, cfg)
+    assert ("langid_prefilter" in r["stages"]) == prefilter
+    ids = set(pq.read_table(tmp / "curated", columns=["id"]).column("id").to_pylist())
+    removed = pq.read_table(tmp / "removed", columns=["id", "stage"]).to_pylist()
+    return ids | {x["id"] for x in removed if x["stage"] == "quality"}
+
+
+@pytest.mark.parametrize("which", ["sample", "realpages", "cc-2020-34"])
+def test_language_probe_drops_no_page_the_language_filter_keeps(which, sample_dir, tmp_path):
+    """The probe (fastText on the visible text of the first 16,000 HTML characters of the body) only
+    saves work: the pages that reach the quality rules are the same with and without it."""
+    path = {"sample": sample_dir / "sample.warc.gz", "realpages": SHARED / "bench" / "realpages.warc.gz",
+            "cc-2020-34": SHARED / "warc" / "cc-main-2020-34-sample.warc.gz"}[which]
+    if which != "sample":
+        shared(str(path.relative_to(SHARED)))
+    with_probe = _reach_quality(path, tmp_path / "on", True)
+    without = _reach_quality(path, tmp_path / "off", False)
+    assert with_probe and with_probe == without
