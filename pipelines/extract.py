@@ -5,10 +5,11 @@ resiliparse's main-content extraction with post metadata off and page/article he
 and captions skipped scores a higher token F1 than trafilatura (0.952 vs 0.951) at ~7x its speed,
 so it is the default; trafilatura stays one config line away (``extract.engine: trafilatura``).
 
-Both engines can sit behind the language probe (``extract.prefilter``): all visible text of the
-page (no main-content detection) decides, with a margin, whether the page can reach the job's
-languages before the main extraction runs. With resiliparse the probe and the extraction share
-one parsed DOM, and a page whose main content comes out nearly empty goes to trafilatura.
+Both engines can sit behind the language probe (``extract.prefilter``): the visible text of a window
+of HTML from <body> on (probe_window, parsed alone; no main-content detection) decides, with a margin,
+whether the page can reach the job's languages before the main extraction runs. A page short enough
+to fit the window keeps the probe's DOM for the extraction. With resiliparse, a page whose main
+content comes out nearly empty goes to trafilatura.
 
 Run alone:  python pipelines/extract.py FILE.warc.gz [--engine trafilatura]
 """
@@ -35,7 +36,7 @@ _BODY = re.compile(r"<body[\s>/]", re.I)
 
 
 def parse_html(html: str):
-    """A resiliparse DOM, to run the probe and the extraction on one parse."""
+    """A resiliparse DOM (the probe and the extraction can share it)."""
     from resiliparse.parse.html import HTMLTree
 
     return HTMLTree.parse(html)
@@ -50,7 +51,8 @@ def resiliparse_text(html, skip: tuple[str, ...] | list[str] = DEFAULT_SKIP) -> 
 
 
 def probe_text(html) -> str:
-    """All visible text, no main-content detection (cheaper): enough to tell the language."""
+    """All visible text of an HTML string or DOM, no main-content detection (cheaper): enough to tell
+    the language."""
     from resiliparse.extract.html2text import extract_plain_text
 
     return extract_plain_text(html, main_content=False, **RESILIPARSE_KW)
