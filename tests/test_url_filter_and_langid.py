@@ -83,8 +83,9 @@ def test_lid_accuracy_on_real_sentences():
     assert all(v <= 0.10 for v in wrong.values()), wrong
 
 
-def _reach_quality(path, tmp, prefilter: bool) -> set[str]:
-    """Ids of the pages that pass every stage before quality (the language filter included)."""
+def _reach_quality(path, tmp, prefilter: bool) -> tuple[set[str], int]:
+    """Ids of the pages that pass every stage before quality (the language filter included), and how
+    many pages the probe stopped."""
     import pyarrow.parquet as pq
 
     from pipelines.config import load_job
@@ -97,7 +98,8 @@ def _reach_quality(path, tmp, prefilter: bool) -> set[str]:
     assert ("langid_prefilter" in r["stages"]) == prefilter
     ids = set(pq.read_table(tmp / "curated", columns=["id"]).column("id").to_pylist())
     removed = pq.read_table(tmp / "removed", columns=["id", "stage"]).to_pylist()
-    return ids | {x["id"] for x in removed if x["stage"] == "quality"}
+    probed = sum(r["stages"]["langid_prefilter"]["dropped"].values()) if prefilter else 0
+    return ids | {x["id"] for x in removed if x["stage"] == "quality"}, probed
 
 
 @pytest.mark.parametrize("which", ["sample", "realpages", "cc-2020-34"])
@@ -108,6 +110,7 @@ def test_language_probe_drops_no_page_the_language_filter_keeps(which, sample_di
             "cc-2020-34": SHARED / "warc" / "cc-main-2020-34-sample.warc.gz"}[which]
     if which != "sample":
         shared(str(path.relative_to(SHARED)))
-    with_probe = _reach_quality(path, tmp_path / "on", True)
-    without = _reach_quality(path, tmp_path / "off", False)
-    assert with_probe and with_probe == without
+    with_probe, stopped = _reach_quality(path, tmp_path / "on", True)
+    without, _ = _reach_quality(path, tmp_path / "off", False)
+    assert stopped > 0  # the probe did stop pages (the sample's non-English ones, realpages' 748)...
+    assert with_probe and with_probe == without  # ...and none the language filter would have kept
