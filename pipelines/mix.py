@@ -13,7 +13,8 @@ one sample; the same mixture + inputs give byte-identical shards; a rerun writes
 Every source is read, checked and planned before the first shard is written.
 
 This file plans and runs the job (the entry point); reading and indexing the sources is in
-pipelines/mix_sources.py, writing a shard in pipelines/mix_write.py (both re-exported here).
+pipelines/mix_sources.py (tar headers in pipelines/tar_index.py, token counts in pipelines/mix_tokens.py,
+the output .json in pipelines/mix_json.py), writing a shard in pipelines/mix_write.py.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import numpy as np  # noqa: E402
 
 from pipelines import __version__  # noqa: E402
 from pipelines.config import ConfigError  # noqa: E402
-from pipelines.mix_sources import MixError, Source, TokenCounter, resolve_source  # noqa: E402
+from pipelines.mix_sources import MixError, Source, resolve_source  # noqa: E402
+from pipelines.mix_tokens import TokenCounter  # noqa: E402
 from pipelines.mix_write import finished, write_json, write_shard  # noqa: E402
 from pipelines.mixture_config import MixtureConfig, StageConfig, load_mixture, stage_weights  # noqa: E402
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import __version__
-from pipelines.mix_sources import JSON_HEAD, Source, digits, tar_member_bytes
+from pipelines.mix_json import JSON_HEAD
+from pipelines.mix_sources import Source, digits, tar_member_bytes
 
 # ---------------------------------------------------------------------------------------------- tar headers
 # USTAR headers with fixed mode, owner, mtime: the same samples always give the same bytes.

@@ -26,10 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.images import ImageServer  # noqa: E402
 from pipelines.config import ConfigError  # noqa: E402
+from pipelines.image_captions import page_images, parse_srcset  # noqa: E402
 from pipelines.image_fetch import fetch_many, robots_disallowed  # noqa: E402
+from pipelines.image_index import WarcIndex, index_file, url_key  # noqa: E402
 from pipelines.image_process import ImageError, ImageProcessor, hamming, phash  # noqa: E402
-from pipelines.images import (NearDupIndex, WarcIndex, index_file, page_images, parse_srcset,  # noqa: E402
-                              run, url_key)
+from pipelines.image_shards import NearDupIndex  # noqa: E402
+from pipelines.images import run  # noqa: E402
 from pipelines.images_config import FetchConfig, FilterConfig, ImagesJob, ProcessConfig, load_images_job  # noqa: E402
 
 MONA = "warc/wikipedia-mona-lisa-images.warc.gz"
@@ -524,7 +526,7 @@ def test_only_pages_kept_by_the_text_run(tmp_path, server):
     """pages.kept_from: images only from pages the text job kept (its curated/<task>.parquet ids)."""
     import pyarrow as pa
 
-    from pipelines.images import task_name
+    from pipelines.image_shards import task_name
     from pipelines.read_warc import iter_pages
 
     u = server.url

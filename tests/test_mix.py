@@ -283,7 +283,7 @@ def test_token_budget_with_local_tokenizer_json(tree, tmp_path):
 def test_builtin_whitespace_matches_tokenizers_pretokenizer():
     from tokenizers.pre_tokenizers import Whitespace
 
-    from pipelines.mix import TokenCounter
+    from pipelines.mix_tokens import TokenCounter
     from pipelines.mixture_config import TokenConfig
 
     texts = ["Hello, world! It's 3.14 -- ok?", "Ünïcode wörds 日本語 and tabs\tand\nnewlines...", ""]
@@ -297,7 +297,7 @@ def test_builtin_counts_match_the_regex_on_any_unicode():
     import random
     import re
 
-    from pipelines.mix import TokenCounter
+    from pipelines.mix_tokens import TokenCounter
     from pipelines.mixture_config import TokenConfig
 
     rng = random.Random(0)
@@ -533,9 +533,9 @@ def test_ray_writes_the_same_bytes(tree, built, tmp_path):
 
 def test_same_bytes_without_orjson(tree, built, tmp_path, monkeypatch):
     """orjson only speeds up JSON: without it the standard library gives the same shards."""
-    import pipelines.mix_sources as ms
+    import pipelines.mix_json as mj
 
-    monkeypatch.setattr(ms, "_orjson", None)
+    monkeypatch.setattr(mj, "_orjson", None)
     src, _ = built
     build(base_mix(), tree, tmp_path / "std")
     a, b = _files(src), _files(tmp_path / "std")

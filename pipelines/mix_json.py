@@ -1,0 +1,101 @@
+"""Mixer canonical JSON (used by pipelines/mix_sources.py and pipelines/mix_write.py): sorted keys, compact,
+UTF-8, so the same sample always gives the same bytes. loads() and encode() go through orjson when it is
+installed (same bytes, faster); JsonTemplate builds a source file's output .json per sample from constant
+pieces and the JSON of the per-sample fields; every output .json starts with JSON_HEAD and its epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring
+
+JSON_HEAD = b'{"epoch":'  # every output .json starts with its epoch (keys are sorted): head + digits + rest
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+# Canonical JSON (sorted keys, compact, UTF-8): the same sample always gives the same bytes.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+try:  # optional: when installed, orjson parses, and for float-free values writes, the same JSON faster
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the standard library gives the same bytes
+    _orjson = None
+
+
+def _has_float(v) -> bool:
+    """A float anywhere in a dict / list (orjson writes some floats differently from repr())."""
+    for x in (v.values() if type(v) is dict else v):
+        t = type(x)
+        if t is float or ((t is dict or t is list) and _has_float(x)):
+            return True
+    return False
+
+
+def loads(raw: bytes | str):
+    """(value, exact): json.loads(raw), through orjson when it is there. exact: orjson parsed it, so the
+    value holds no NaN / infinity / int past 64 bits (json decides what orjson refuses)."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(raw), True
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(raw), False
+
+
+def encode(value, exact: bool = False) -> str:
+    """_ENCODE(value). exact (from loads): orjson may write a dict or list, unless it holds a float (orjson
+    formats some floats differently from repr())."""
+    t = type(value)
+    if t is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if t is int:
+        return int.__repr__(value)
+    if exact and _orjson is not None and (t is dict or t is list) and not _has_float(value):
+        try:
+            return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS).decode()
+        except _orjson.JSONEncodeError:  # e.g. nested deeper than orjson writes
+            pass
+    return _ENCODE(value)
+
+
+class JsonTemplate:
+    """A source file's output .json with the per-sample fields left open.
+
+    rest(id, url, language, index, meta) is everything after the epoch digits, byte for byte what
+    _ENCODE({"source", "modality", "id", "url", "language", "epoch", "provenance", "meta"}) gives, built
+    from constant pieces and the JSON of the five fields (no dict is built or sorted per sample).
+    """
+
+    _SLOTS = ("id", "language", "meta", "index", "url")
+
+    def __init__(self, source: str, modality: str, common: dict, file: str, file_meta: dict | None):
+        mark = {k: f"\x00{k}\x00" for k in self._SLOTS}
+        prov = dict(common, file=file, index=mark["index"])
+        if file_meta:
+            prov["input"] = file_meta
+        doc = _ENCODE({"source": source, "modality": modality, "id": mark["id"], "url": mark["url"],
+                       "language": mark["language"], "epoch": 0, "provenance": prov, "meta": mark["meta"]})
+        if not doc.startswith(JSON_HEAD.decode() + "0,"):
+            raise AssertionError("epoch must be the first key of the output .json")
+        doc = doc[len(JSON_HEAD) + 1:]
+        pieces, order = [], []
+        while True:
+            at = [(doc.find(_ENCODE(m)), k) for k, m in mark.items() if k not in order]
+            at = [(i, k) for i, k in at if i >= 0]
+            if not at:
+                break
+            i, k = min(at)
+            pieces.append(doc[:i])
+            order.append(k)
+            doc = doc[i + len(_ENCODE(mark[k])):]
+        pieces.append(doc)
+        if tuple(order) != self._SLOTS:  # the sorted key order rest() relies on
+            raise AssertionError(f"unexpected .json field order {order}")
+        self.pieces = pieces
+
+    def rest(self, sid, url, language, index, meta, exact: bool = False) -> bytes:
+        """exact: meta came from loads() with exact=True (see encode())."""
+        p = self.pieces
+        return (p[0] + encode(sid) + p[1] + encode(language) + p[2] + encode(meta, exact) + p[3] + encode(index)
+                + p[4] + encode(url) + p[5]).encode()
