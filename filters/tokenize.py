@@ -3,10 +3,11 @@
 datatrove splits English words with ``spacy.blank("en")`` (plus a sentencizer) on every
 call. spaCy's tokenizer works on whitespace-delimited chunks independently, so the words
 of a text are the concatenation of the tokens of its chunks. We memoise per chunk and send
-only unseen chunks to spaCy, in one call per document. A chunk of letters only (or ASCII
-digits only) that is not one of the tokenizer's special cases ("cannot", "gonna", ...) is one
-token: no prefix, suffix or infix rule of spaCy's English tokenizer matches a letter, so such
-chunks skip spaCy. Sentence counts replay spaCy's Sentencizer rule over the same tokens.
+only unseen chunks to spaCy, in one call per document. The common chunk shapes skip spaCy
+(WordSplitter._quick): letters only or ASCII digits only, which no prefix, suffix or infix rule of
+spaCy's English tokenizer splits, with one-character opening / closing marks, dashes, digit groups
+and "'s" split as its rules split them, unless a run of the tokens spells a special case ("can't").
+Sentence counts replay spaCy's Sentencizer rule over the same tokens.
 
 ``tests/test_datatrove_parity.py`` checks both against datatrove on real pages.
 """

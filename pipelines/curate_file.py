@@ -87,7 +87,6 @@ class _Doc:
     lang: str = "unknown"
     score: float = 0.0
     probe: str = ""  # visible text of the probe's window (the language probe reads its start)
-    visible: int | None = None  # characters of visible text, when the language probe measured them
 
 
 class _FileCurator:
@@ -166,7 +165,7 @@ class _FileCurator:
                     dom = parse_html(window)
                     d.probe = probe_text(dom)
                     if window is d.html:  # the whole page: the extraction reuses its DOM
-                        d.dom, d.visible = dom, len(d.probe)
+                        d.dom = dom
                 except Exception as e:  # noqa: BLE001 - a page must never stop the file
                     d.dom, d.probe = None, ""
                     self.st.error("extract", "extract_error", d.name, f"resiliparse: {type(e).__name__}: {e}")
@@ -196,7 +195,7 @@ class _FileCurator:
                 if d.page.text is not None:
                     d.text, d.extractor = d.page.text, "wet"
                 else:
-                    d.text, d.extractor = main_text(d.html, x.engine, skip, x.fallback_below_chars, d.dom, d.visible)
+                    d.text, d.extractor = main_text(d.html, x.engine, skip, x.fallback_below_chars, d.dom)
             except Exception as e:  # noqa: BLE001
                 msg = f"{type(e).__name__}: {e}"
                 self.st.error("extract", "extract_error", d.name, msg)

@@ -194,12 +194,6 @@ def tokens(text: str) -> list[str]:
     return [s[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
 
 
-def normalize(text: str) -> str:
-    """datatrove's simplify_text: lowercase, numbers -> 0, punctuation -> space, whitespace folded,
-    diacritics stripped."""
-    return " ".join(tokens(text))
-
-
 def _token_hashes(text: str) -> np.ndarray:
     """64-bit hash of every normalised token, in order, without a Python object per token: a polynomial hash
     (mod 2**64, odd base) over random 64-bit codepoint values, summed per token, then splitmix64-finalised.
@@ -251,15 +245,15 @@ class MinHasher:
         self._buf = np.empty(self.num_perm * self._block, dtype=np.uint32)
 
     def _ngrams(self, t: np.ndarray, n: int) -> np.ndarray:
-        """Distinct 32-bit hashes of the n-grams of the token hashes t (len(t) >= n)."""
+        """32-bit hashes of the n-grams of the token hashes t (len(t) >= n); repeats are left in, as a
+        minimum does not change with them."""
         m = len(t) - n + 1
         w = self._weights
         with np.errstate(over="ignore"):
             h = t[:m] * w[0]
             for k in range(1, n):
                 h += t[k:k + m] * w[k]
-        h = np.sort(_mix(h).astype(np.uint32))
-        return h[np.concatenate(([True], h[1:] != h[:-1]))] if len(h) > 1 else h
+        return _mix(h).astype(np.uint32)
 
     def _minimum(self, sh: np.ndarray, sig: np.ndarray | None) -> np.ndarray:
         """Element-wise minimum of sig and the num_perm hashes of the shingles sh."""

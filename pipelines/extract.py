@@ -64,12 +64,8 @@ def probe_window(html: str, chars: int) -> str:
     of the whole page (often 100+ KB of scripts and styles) is what makes the probe cheap."""
     if len(html) <= chars:
         return html
-    start = html.find("<body")
-    if start < 0:
-        start = html.find("<BODY")
-        if start < 0:
-            m = _BODY.search(html)
-            start = m.start() if m else 0
+    m = _BODY.search(html)
+    start = m.start() if m else 0
     return html[start:start + chars]
 
 
@@ -80,23 +76,20 @@ def trafilatura_text(html: str) -> str:
 
 
 def main_text(html: str, engine: str = "resiliparse", skip=DEFAULT_SKIP, fallback_below: int = 200,
-              dom=None, visible_chars: int | None = None) -> tuple[str, str]:
+              dom=None) -> tuple[str, str]:
     """(text, extractor) as a crawl extracts a page. resiliparse main content that comes out shorter
     than ``fallback_below`` characters usually means its main-content detection missed the page:
     trafilatura extracts it instead, when that gives more text (not tried when the page's visible
-    text, ``visible_chars`` if known, is that short too). ``dom``: the whole page already parsed."""
+    text is that short too). ``dom``: the whole page already parsed."""
     if engine == "trafilatura":
         return trafilatura_text(html), "trafilatura"
     if dom is None:
         dom = parse_html(html)
     text = resiliparse_text(dom, skip)
-    if len(text) < fallback_below:
-        if visible_chars is None:
-            visible_chars = len(probe_text(dom))
-        if visible_chars >= fallback_below:
-            better = trafilatura_text(html)
-            if len(better) > len(text):
-                return better, "trafilatura"
+    if len(text) < fallback_below and len(probe_text(dom)) >= fallback_below:
+        better = trafilatura_text(html)
+        if len(better) > len(text):
+            return better, "trafilatura"
     return text, "resiliparse"
 
 
@@ -111,9 +104,6 @@ def check_selectors(selectors: list[str]) -> None:
             raise ValueError(f"not a CSS selector resiliparse can use: {sel!r} ({e})") from None
 
 
-ENGINES = {"resiliparse": resiliparse_text, "trafilatura": trafilatura_text}
-
-
 def main(argv=None) -> int:
     import argparse
 
@@ -121,13 +111,13 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description="Print the extracted text of the pages in a WARC file.")
     ap.add_argument("file")
-    ap.add_argument("--engine", choices=sorted(ENGINES), default="resiliparse")
+    ap.add_argument("--engine", choices=["resiliparse", "trafilatura"], default="resiliparse")
     ap.add_argument("--limit", type=int, default=3)
     a = ap.parse_args(argv)
     for i, p in enumerate(iter_pages(a.file, lambda *x, **k: print("SKIP", *x))):
         if i >= a.limit:
             break
-        print(f"=== {p.url}\n{(p.text if p.text is not None else ENGINES[a.engine](p.html))[:2000]}\n")
+        print(f"=== {p.url}\n{(p.text if p.text is not None else main_text(p.html, a.engine)[0])[:2000]}\n")
     return 0
 
 

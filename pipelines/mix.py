@@ -367,7 +367,7 @@ def prepare(mix: MixtureConfig, root: Path, stages: list[str] | None = None, pro
 
 
 def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, overwrite=False, progress=True,
-        use_ray=False, workers=1, dry_run=False, threads: int | None = None) -> list[dict]:
+        use_ray=False, workers=1, dry_run=False, threads: int = WRITE_THREADS) -> list[dict]:
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -405,7 +405,6 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
         todo = []
         pool = tpool = None
         inflight: dict = {}
-        nthreads = WRITE_THREADS if threads is None else threads
         if not use_ray and workers > 1 and plan.shards > 1 and hasattr(os, "fork"):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -413,8 +412,8 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
             global _FORK_SOURCES
             _FORK_SOURCES = plan.sources  # inherited by the forked workers, never pickled
             pool = ProcessPoolExecutor(min(workers, plan.shards), mp_context=multiprocessing.get_context("fork"))
-        elif not use_ray and nthreads > 1 and plan.shards > 1:
-            tpool = ThreadPoolExecutor(nthreads, thread_name_prefix="mix-shard")
+        elif not use_ray and threads > 1 and plan.shards > 1:
+            tpool = ThreadPoolExecutor(threads, thread_name_prefix="mix-shard")
 
         def collect(block: bool) -> int:
             done, _ = wait(inflight, return_when=FIRST_COMPLETED if block else ALL_COMPLETED)
@@ -437,7 +436,7 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
                 if tpool is not None:  # shards side by side in threads: hashing and writing release the GIL
                     inflight[tpool.submit(write_shard, str(stage_dir), name, sp, plan.sources, common, digest,
                                           True)] = sp.index
-                    if len(inflight) >= 2 * nthreads:
+                    if len(inflight) >= 2 * threads:
                         written += collect(True)
                 elif not use_ray and pool is None:
                     stats_by_index[sp.index] = write_shard(str(stage_dir), name, sp, plan.sources, common, digest)

@@ -14,6 +14,7 @@ The output ``.json`` is canonical JSON from a per-file template (pipelines/mix_j
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import json
@@ -155,8 +156,7 @@ class Source:
     def renamed(self, cfg: SourceConfig) -> Source:
         """The same inputs under another source config (same path, format, filters): the index is shared
         unless the name or modality inside each .json differ."""
-        src = Source(**{k: v for k, v in self.__dict__.items() if k != "cfg"}, cfg=cfg)
-        return src
+        return dataclasses.replace(self, cfg=cfg)
 
     def buffers(self) -> list:
         """What m_buf indexes: the tar files memory-mapped (opened on first use), or [text blob]."""
@@ -199,26 +199,19 @@ class Source:
         tf = self.cfg.text_field
         try:
             with opener(f, "rb") as fh:
-                ln, rest = 0, b""
-                while True:
-                    chunk = fh.read(1 << 20)
-                    lines = (rest + chunk).split(b"\n")
-                    rest = lines.pop() if chunk else b""
-                    for line in lines:
-                        ln += 1
-                        if not line.strip():
-                            continue
-                        try:
-                            obj, exact = loads(line)
-                        except json.JSONDecodeError as e:
-                            raise self._err(f"{f}:{ln}: not valid JSON ({e.msg})") from None
-                        except UnicodeDecodeError as e:
-                            raise self._err(f"cannot read {f}: {e}") from None
-                        if type(obj) is not dict or not isinstance(obj.get(tf), str):
-                            raise self._err(f"{f}:{ln}: no string field {tf!r}")
-                        rows.append((ln, obj, exact))
-                    if not chunk:
-                        break
+                for ln, line in enumerate(fh, 1):
+                    line = line[:-1] if line.endswith(b"\n") else line
+                    if not line.strip():
+                        continue
+                    try:
+                        obj, exact = loads(line)
+                    except json.JSONDecodeError as e:
+                        raise self._err(f"{f}:{ln}: not valid JSON ({e.msg})") from None
+                    except UnicodeDecodeError as e:
+                        raise self._err(f"cannot read {f}: {e}") from None
+                    if type(obj) is not dict or not isinstance(obj.get(tf), str):
+                        raise self._err(f"{f}:{ln}: no string field {tf!r}")
+                    rows.append((ln, obj, exact))
         except (OSError, EOFError) as e:
             raise self._err(f"cannot read {f}: {e}") from None
         return rows

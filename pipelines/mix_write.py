@@ -24,6 +24,7 @@ import numpy as np
 from pipelines import __version__
 from pipelines.mix_json import JSON_HEAD
 from pipelines.mix_sources import Source, digits, tar_member_bytes
+from pipelines.tar_index import CHK_SHIFT
 
 # ---------------------------------------------------------------------------------------------- tar headers
 # USTAR headers with fixed mode, owner, mtime: the same samples always give the same bytes.
@@ -55,7 +56,6 @@ def tar_header(name: str, size: int) -> bytes:
 _TEMPLATE_ROW = np.frombuffer(bytes(_TAR_TEMPLATE), np.uint8)
 _KEY_POW = 10 ** np.arange(KEY_DIGITS - 1, -1, -1, dtype=np.int64)
 _SIZE_SHIFT = 3 * np.arange(10, -1, -1, dtype=np.int64)
-_CHK_SHIFT = 3 * np.arange(5, -1, -1, dtype=np.int64)
 
 
 def key_digits(keys: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ def put_headers(out: np.ndarray, kd: np.ndarray, ext_table: np.ndarray, ext_ids:
     out[:, KEY_DIGITS] = 46  # '.'
     out[:, KEY_DIGITS + 1:KEY_DIGITS + 1 + w] = ext_table[ext_ids]
     out[:, 124:135] = sd
-    out[:, 148:154] = (chk[:, None] >> _CHK_SHIFT & 7) + 48
+    out[:, 148:154] = (chk[:, None] >> CHK_SHIFT & 7) + 48
     out[:, 154] = 0  # then the template's space
 
 
@@ -339,11 +339,11 @@ def write_shard(stage_dir: str, name: str, sp, sources: list[Source], common: di
     for s in sorted(np.unique(sp.src).tolist(), key=lambda i: sources[i].name):
         src = sources[s]
         m = sp.src == s
-        per_src[src.name] = {"samples": int(m.sum()), "bytes": int(src_bytes[s]),
-                             "tokens": int(src.tokens[sp.idx[m]].sum())}
-        mods[src.cfg.modality] = mods.get(src.cfg.modality, 0) + int(m.sum())
+        n = int(m.sum())
+        per_src[src.name] = {"samples": n, "bytes": int(src_bytes[s]), "tokens": int(src.tokens[sp.idx[m]].sum())}
+        mods[src.cfg.modality] = mods.get(src.cfg.modality, 0) + n
     stats = {"shard": name, "samples": len(sp.src), "bytes": sink.bytes, "tokens": sp.tokens,
-             "first_key": f"{sp.start:010d}", "last_key": f"{sp.start + len(sp.src) - 1:010d}",
+             "first_key": str(sp.start).zfill(KEY_DIGITS), "last_key": str(sp.start + len(sp.src) - 1).zfill(KEY_DIGITS),
              "sources": per_src, "modalities": dict(sorted(mods.items())),
              "md5": sink.md5.hexdigest(), "plan": digest, "mixture_hash": common["mixture_hash"],
              "crawlmix_version": __version__}

@@ -251,7 +251,7 @@ def chains(text: str, phone_filter: PhoneFilter | None = None):
     after it ('ext. 12') and, when the digits before have an extension reaching into it ('12 ext.
     345'), their candidate too."""
 
-    def start(g):  # where a candidate over digit group g = [start, end, lead start, bridged start] can start
+    def start(g):  # where a candidate over digit group g = [start, end, lead start, bridged start, ext end] can start
         if g[2] is None:
             lead = _LEAD.search(text, max(0, g[0] - 12), g[0]).group()
             g[2] = g[0] - len(lead) + _first_lead(lead)
@@ -259,17 +259,22 @@ def chains(text: str, phone_filter: PhoneFilter | None = None):
                 g[2] = min(g[2], g[3])
         return g[2]
 
+    def ext_end(g):  # where an extension after group g ends (g's end when there is none); computed once
+        if g[4] is None:
+            g[4] = _extension_end(text, g[1])
+        return g[4]
+
     prev = None
     for m in _GROUP.finditer(text):
         s, e = m.span()
-        g = [s, e, None, start(prev) if prev and _extension_end(text, prev[1]) > s else None]
+        g = [s, e, None, start(prev) if prev and ext_end(prev) > s else None, None]
         prev = g
         if e - s < 4 or sum(c.isdecimal() for c in m.group()) < 4:
             continue
         if phone_filter is None:
             yield s, e, None
         else:
-            ee = _extension_end(text, e)
+            ee = ext_end(g)
             yield s, e, (start(g), ee, phone_filter.possible(text[start(g):ee]))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 # ---------------------------------------------------------------------------------------------- tar headers
 _Z512 = bytes(512)
-_CHK_SHIFT = 3 * np.arange(5, -1, -1, dtype=np.int64)
+CHK_SHIFT = 3 * np.arange(5, -1, -1, dtype=np.int64)  # octal digits of a checksum
 
 
 def _octal(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def _check_headers(mm, hpos) -> None:
         h = blocks[pos[a:a + 2048] // 512]
         want = h.sum(1, dtype=np.uint32).astype(np.int64) - h[:, 148:156].sum(1, dtype=np.int64) + 8 * 32
         f = h[:, 148:156]  # usually "%06o\0 ": compare with the sum written that way
-        ok = (f[:, :6] == (want[:, None] >> _CHK_SHIFT & 7) + 48).all(1) & (f[:, 6] == 0) & (f[:, 7] == 32)
+        ok = (f[:, :6] == (want[:, None] >> CHK_SHIFT & 7) + 48).all(1) & (f[:, 6] == 0) & (f[:, 7] == 32)
         if not ok.all():
             bad = np.flatnonzero(~ok)
             got, ok_b = _octal(f[bad])
@@ -234,7 +234,6 @@ def tar_members(mm) -> tuple[list[str], list[int], list[int]]:
             pos = data + (n + 511) // 512 * 512
         else:
             if pos < size and mm[pos:].count(0) != size - pos:
-                _check_headers(mm, hpos)
                 raise ReadError(f"cut off inside a header at byte {pos}")
     except ReadError:
         _check_headers(mm, hpos)  # a bad checksum explains a bad size or a cut better
