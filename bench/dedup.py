@@ -68,8 +68,8 @@ def signature_speed(texts: list[str], passes: int = 3) -> None:
     (its rate is the mean over all passes). Per-process setup (tables, tokenizer load) is timed apart."""
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
 
-    from pipelines.config import DedupConfig
-    from pipelines.dedup import MinHasher
+    from crawlmix.dedup.config import DedupConfig
+    from crawlmix.dedup.job import MinHasher
 
     t0 = time.perf_counter()
     mh = MinHasher(DedupConfig(bands=14, rows=8))  # datatrove's default 14 x 8 = 112 hashes
@@ -100,8 +100,8 @@ def index_memory(n: int = 200_000, dup_share: float = 0.05) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.config import DedupConfig
-    from pipelines.dedup import candidate_task, cluster
+    from crawlmix.dedup.config import DedupConfig
+    from crawlmix.dedup.job import candidate_task, cluster
 
     cfg = DedupConfig()
     bands, rows = cfg.lsh_params()

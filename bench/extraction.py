@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "bench"
 
-from pipelines.extract import RESILIPARSE_KW, main_text, probe_text, resiliparse_text, trafilatura_text  # noqa: E402
-from pipelines.read_warc import iter_pages  # noqa: E402
+from crawlmix.text.extract import RESILIPARSE_KW, main_text, probe_text, resiliparse_text, trafilatura_text  # noqa: E402
+from crawlmix.io.warc import iter_pages  # noqa: E402
 
 _TOK = re.compile(r"\w+")
 

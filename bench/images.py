@@ -272,8 +272,8 @@ def _pin_one_core() -> str:
 def bench_process(payloads: list[bytes], repeat: int, label: str) -> dict:
     from PIL import Image
 
-    from pipelines.image_process import ImageError, ImageProcessor, target_size
-    from pipelines.images_config import FilterConfig, ProcessConfig
+    from crawlmix.images.process import ImageError, ImageProcessor, target_size
+    from crawlmix.images.config import FilterConfig, ProcessConfig
 
     cfg = ProcessConfig()  # the job defaults: keep_ratio 256, lanczos, jpg q95
     proc = ImageProcessor(cfg, FilterConfig(min_side=1, max_aspect_ratio=1e9, max_area=10**12))
@@ -315,8 +315,8 @@ def bench_process(payloads: list[bytes], repeat: int, label: str) -> dict:
 def bench_fetch(n: int, payloads: list[bytes]) -> dict:
     import multiprocessing as mp
 
-    from pipelines.image_fetch import fetch_many
-    from pipelines.images_config import FetchConfig
+    from crawlmix.images.fetch import fetch_many
+    from crawlmix.images.config import FetchConfig
 
     files = {f"{i}.jpg": (p, "image/jpeg") for i, p in enumerate(payloads)}
     ctx = mp.get_context("spawn")

@@ -49,8 +49,8 @@ def _cpu(who) -> float:
 
 
 def run_mix(media: Path, out: Path, per_shard: int) -> dict:
-    from pipelines.mix import run
-    from pipelines.mixture_config import parse_mixture
+    from crawlmix.mix.job import run
+    from crawlmix.mix.config import parse_mixture
 
     shutil.rmtree(out, ignore_errors=True)
     t0, c0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         print(json.dumps(r))
         return 0
 
-    from pipelines.make_media_sample import write_media_sample
+    from crawlmix.samples.media_sample import write_media_sample
 
     shutil.rmtree(work, ignore_errors=True)
     media = work / "media"

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
-from pipelines.pii import Scrubber, Span  # noqa: E402
-from pipelines.pii_engine import analyzer_for, pattern_model_dir, resolve_ner_model  # noqa: E402
-from pipelines.pii_phone import clear_caches  # noqa: E402
-from pipelines.pii_config import PATTERN_ENTITIES, PiiConfig  # noqa: E402
+from crawlmix.pii.job import Scrubber, Span  # noqa: E402
+from crawlmix.pii.engine import analyzer_for, pattern_model_dir, resolve_ner_model  # noqa: E402
+from crawlmix.pii.phone import clear_caches  # noqa: E402
+from crawlmix.pii.config import PATTERN_ENTITIES, PiiConfig  # noqa: E402
 
 
 def presidio_plain(model: str, entities: list[str], threshold: float):
@@ -77,8 +77,8 @@ def same(a: list[list[Span]], b: list[list[Span]], kind: str) -> str:
 
 
 def real_texts(n: int) -> list[str]:
-    from pipelines.extract import trafilatura_text
-    from pipelines.read_warc import iter_pages
+    from crawlmix.text.extract import trafilatura_text
+    from crawlmix.io.warc import iter_pages
 
     warc = DATA / "bench" / "realpages.warc.gz"
     out = []

@@ -39,7 +39,7 @@ def run_datatrove(path: str) -> dict:
     from fasttext.FastText import _FastText
     from tldextract import TLDExtract
 
-    from pipelines.langid import model_path
+    from crawlmix.text.langid import model_path
 
     import spacy
     import trafilatura  # noqa: F401 - imported before timing; the extractor's sandbox process forks with it
@@ -66,13 +66,14 @@ def run_datatrove(path: str) -> dict:
 def run_crawlmix(path: str, engine: str = "resiliparse") -> dict:
     import pyarrow.parquet as pq
 
-    from filters.signals import compute
-    from pipelines import langid
-    from pipelines.config import load_job
-    from pipelines.extract import resiliparse_text, trafilatura_text
-    from pipelines.write import REMOVED_SCHEMA, RowWriter
-    from pipelines.curate_file import curate_file
-    from pipelines.url_filter import url_filter_for
+    from crawlmix.filters.signals import compute
+    from crawlmix.text import langid
+    from crawlmix.crawl.config import load_job
+    from crawlmix.text.extract import resiliparse_text, trafilatura_text
+    from crawlmix.runtime.atomic import ParquetSink as RowWriter
+from crawlmix.text.schema import REMOVED_SCHEMA
+    from crawlmix.text.curate import curate_file
+    from crawlmix.text.url_filter import url_filter_for
 
     cfg = load_job(ROOT / "jobs" / "fineweb-en.yaml")
     cfg.extract.engine = engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from filters.signals import GOPHER_STOP_WORDS
+from .signals import GOPHER_STOP_WORDS
 
 
 class GopherQuality(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from filters.signals import DUP_NGRAMS, TOP_NGRAMS
+from .signals import DUP_NGRAMS, TOP_NGRAMS
 
 
 class GopherRepetition(BaseModel):

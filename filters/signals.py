@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filters.tokenize import splitter
+from .tokenize import splitter
 
 # datatrove.utils.text.PUNCTUATION_SET / TERMINAL_PUNCTUATION: the same sets, imported so they never drift.
 from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION  # noqa: E402

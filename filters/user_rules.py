@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from filters.signals import SIGNAL_NAMES
+from .signals import SIGNAL_NAMES
 
 EXTRA_SIGNALS = ("language_score",)
 

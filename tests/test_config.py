@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from pipelines.config import ConfigError, load_job
+from crawlmix.crawl.config import load_job
+from crawlmix.runtime.config import ConfigError
 from tests.conftest import ROOT
 
 
@@ -35,7 +36,7 @@ def test_bad_field_is_named(tmp_path, text, field, words):
 
 
 def test_shipped_jobs_load():
-    from pipelines.images_config import load_images_job
+    from crawlmix.images.config import load_images_job
 
     for p in sorted((ROOT / "jobs").glob("*.yaml")):
         load = load_images_job if p.name == "images.yaml" else load_job  # images.yaml is an images job

@@ -14,14 +14,14 @@ from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, G
                                         GopherRepetitionFilter)
 from datatrove.utils.text import split_into_sentences, split_into_words
 
-from filters.c4_quality import C4Quality
-from filters.fineweb_quality import FineWebQuality
-from filters.gopher_quality import GopherQuality
-from filters.gopher_repetition import GopherRepetition
-from filters.signals import SIGNAL_NAMES, SignalParams, compute
-from filters.tokenize import splitter
-from pipelines.extract import resiliparse_text, trafilatura_text
-from pipelines.read_warc import iter_pages
+from crawlmix.filters.c4_quality import C4Quality
+from crawlmix.filters.fineweb_quality import FineWebQuality
+from crawlmix.filters.gopher_quality import GopherQuality
+from crawlmix.filters.gopher_repetition import GopherRepetition
+from crawlmix.filters.signals import SIGNAL_NAMES, SignalParams, compute
+from crawlmix.filters.tokenize import splitter
+from crawlmix.text.extract import resiliparse_text, trafilatura_text
+from crawlmix.io.warc import iter_pages
 from tests.conftest import shared
 
 EDGE = [
@@ -138,7 +138,7 @@ def test_splitter_shortcuts_match_spacy():
     closing marks) give spaCy's tokens, including tokenizer special cases, other scripts and near misses."""
     import itertools
 
-    from filters.tokenize import WordSplitter
+    from crawlmix.filters.tokenize import WordSplitter
 
     ws = WordSplitter("en")
     specials = sorted(ws.nlp.tokenizer.rules)[:300]

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import regex
 
-from pipelines import dedup
-from pipelines.config import DedupConfig
-from pipelines.dedup import MinHasher, run_dedup, tokens
-from pipelines.write import CURATED_SCHEMA
+from crawlmix.dedup import job as dedup
+from crawlmix.dedup.config import DedupConfig
+from crawlmix.dedup.job import MinHasher, run_dedup, tokens
+from crawlmix.text.schema import CURATED_SCHEMA
 from tests.conftest import ROOT
 
 WORDS = ("river bridge market town valley farmer weaver trader stone century morning crossing coast hill "

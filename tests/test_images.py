@@ -25,14 +25,14 @@ from conftest import ROOT, shared
 sys.path.insert(0, str(ROOT))
 
 from bench.images import ImageServer  # noqa: E402
-from pipelines.config import ConfigError  # noqa: E402
-from pipelines.image_captions import page_images, parse_srcset  # noqa: E402
-from pipelines.image_fetch import fetch_many, robots_disallowed  # noqa: E402
-from pipelines.image_index import WarcIndex, index_file, url_key  # noqa: E402
-from pipelines.image_process import ImageError, ImageProcessor, hamming, phash  # noqa: E402
-from pipelines.image_shards import NearDupIndex  # noqa: E402
-from pipelines.images import run  # noqa: E402
-from pipelines.images_config import FetchConfig, FilterConfig, ImagesJob, ProcessConfig, load_images_job  # noqa: E402
+from crawlmix.runtime.config import ConfigError  # noqa: E402
+from crawlmix.images.captions import page_images, parse_srcset  # noqa: E402
+from crawlmix.images.fetch import fetch_many, robots_disallowed  # noqa: E402
+from crawlmix.images.index import WarcIndex, index_file, url_key  # noqa: E402
+from crawlmix.images.process import ImageError, ImageProcessor, hamming, phash  # noqa: E402
+from crawlmix.images.shards import NearDupIndex  # noqa: E402
+from crawlmix.images.job import run  # noqa: E402
+from crawlmix.images.config import FetchConfig, FilterConfig, ImagesJob, ProcessConfig, load_images_job  # noqa: E402
 
 MONA = "warc/wikipedia-mona-lisa-images.warc.gz"
 
@@ -526,8 +526,8 @@ def test_only_pages_kept_by_the_text_run(tmp_path, server):
     """pages.kept_from: images only from pages the text job kept (its curated/<task>.parquet ids)."""
     import pyarrow as pa
 
-    from pipelines.image_shards import task_name
-    from pipelines.read_warc import iter_pages
+    from crawlmix.images.shards import task_name
+    from crawlmix.io.warc import iter_pages
 
     u = server.url
     pages = [(f"http://example.test/k{i}", f'<html><body><img src="{u("/img/" + n)}" alt="{CAP}"></body></html>')
@@ -575,7 +575,7 @@ MONA_CAPTIONS = {
 
 def test_mona_lisa_warc_records_give_pairs_with_captions(tmp_path):
     warc = str(shared(MONA))
-    from pipelines.read_warc import iter_pages
+    from crawlmix.io.warc import iter_pages
 
     page = next(p for p in iter_pages(warc, lambda *a, **k: None) if p.url.endswith("/wiki/Mona_Lisa"))
     cands = page_images(page.html, page.url, ImagesJob())

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.config import ConfigError
-from pipelines.mix import main as mix_main
-from pipelines.mix import run
-from pipelines.mixture_config import load_mixture, parse_mixture
+from crawlmix.runtime.config import ConfigError
+from crawlmix.mix.job import main as mix_main
+from crawlmix.mix.job import run
+from crawlmix.mix.config import load_mixture, parse_mixture
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("river bridge market farmer weaver trader flood stone timber valley hill coast town year price "
@@ -47,7 +47,7 @@ def write_curated(path: Path, n: int = 30, seed: int = 0) -> None:
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory) -> Path:
     """A source tree laid out like the repo: sample/media/* (small scale) and output/sample-crawl/curated."""
-    from pipelines.make_media_sample import write_media_sample
+    from crawlmix.samples.media_sample import write_media_sample
 
     root = tmp_path_factory.mktemp("mixroot")
     write_media_sample(root / "sample" / "media", seed=0, scale=0.5)
@@ -283,8 +283,8 @@ def test_token_budget_with_local_tokenizer_json(tree, tmp_path):
 def test_builtin_whitespace_matches_tokenizers_pretokenizer():
     from tokenizers.pre_tokenizers import Whitespace
 
-    from pipelines.mix_tokens import TokenCounter
-    from pipelines.mixture_config import TokenConfig
+    from crawlmix.mix.tokens import TokenCounter
+    from crawlmix.mix.config import TokenConfig
 
     texts = ["Hello, world! It's 3.14 -- ok?", "Ünïcode wörds 日本語 and tabs\tand\nnewlines...", ""]
     got = TokenCounter(TokenConfig()).count(texts)
@@ -297,8 +297,8 @@ def test_builtin_counts_match_the_regex_on_any_unicode():
     import random
     import re
 
-    from pipelines.mix_tokens import TokenCounter
-    from pipelines.mixture_config import TokenConfig
+    from crawlmix.mix.tokens import TokenCounter
+    from crawlmix.mix.config import TokenConfig
 
     rng = random.Random(0)
     pool = ("abcXYZ019_ .,;:!?'\"-\t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2028\u3000éßÆ½²٣߁٫ँ̈日本語中文"
@@ -389,7 +389,7 @@ def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path):
 
 
 def test_media_sample_is_deterministic_and_small(tmp_path):
-    from pipelines.make_media_sample import write_media_sample
+    from crawlmix.samples.media_sample import write_media_sample
 
     write_media_sample(tmp_path / "a", scale=0.2)
     write_media_sample(tmp_path / "b", scale=0.2)
@@ -533,7 +533,7 @@ def test_ray_writes_the_same_bytes(tree, built, tmp_path):
 
 def test_same_bytes_without_orjson(tree, built, tmp_path, monkeypatch):
     """orjson only speeds up JSON: without it the standard library gives the same shards."""
-    import pipelines.mix_json as mj
+    import crawlmix.mix.members as mj
 
     monkeypatch.setattr(mj, "_orjson", None)
     src, _ = built

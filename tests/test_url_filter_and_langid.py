@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import langid
-from pipelines.config import UrlFilterConfig
-from pipelines.read_warc import iter_pages
-from pipelines.url_filter import UrlFilter
+from crawlmix.text import langid
+from crawlmix.text.config import UrlFilterConfig
+from crawlmix.io.warc import iter_pages
+from crawlmix.text.url_filter import UrlFilter
 from tests.conftest import ROOT, SHARED, shared
 
 HANDMADE = [
@@ -88,8 +88,8 @@ def _reach_quality(path, tmp, prefilter: bool) -> tuple[set[str], int]:
     many pages the probe stopped."""
     import pyarrow.parquet as pq
 
-    from pipelines.config import load_job
-    from pipelines.curate_file import curate_file
+    from crawlmix.crawl.config import load_job
+    from crawlmix.text.curate import curate_file
 
     cfg = load_job(ROOT / "jobs" / "fineweb-en.yaml")
     cfg.dedup.enabled = False

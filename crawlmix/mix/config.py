@@ -1,0 +1,151 @@
+"""Mixture YAML schema: validated at load, the bad field named in every error.
+
+A mixture names one or more training stages; each stage has a budget (samples or tokens), shard limits
+and weighted sources. See docs/mix.md for the reference and mixtures/*.yaml for shipped examples.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from crawlmix.runtime.config import ConfigError, read_yaml_mapping, validate
+from crawlmix.runtime.config import StrictModel as Strict
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # dot-free: names become directory names and keys
+WEIGHT_TOLERANCE = 1e-6
+
+Modality = Literal["text", "image", "multi-image", "video", "interleaved"]
+
+
+def _check_name(v: str) -> str:
+    if not NAME_RE.match(v):
+        raise ValueError(f"{v!r} must match {NAME_RE.pattern} (letters, digits, '_' and '-'; no dots or slashes)")
+    return v
+
+
+class SourceConfig(Strict):
+    name: str
+    modality: Modality
+    # Parquet (a crawl's curated/*.parquet, or the crawl's output folder), WebDataset .tar, or JSONL(.gz);
+    # a file, folder, glob or brace pattern; relative paths resolve against --root (default: the cwd).
+    path: str
+    format: Literal["auto", "parquet", "webdataset", "jsonl"] = "auto"
+    weight: float = Field(ge=0)  # share of the stage's samples; 0 disables the source
+    max_epochs: float = Field(1.0, gt=0)  # how often each sample may be used (fractions allowed)
+    max_samples: int | None = Field(None, gt=0)  # use at most this many distinct samples (seeded subset)
+    shuffle: bool = True  # seeded shuffle of the source, reshuffled each epoch
+    languages: list[str] | None = None  # keep only these languages (text sources / samples with a language)
+    text_field: str = "text"  # column (Parquet) or key (JSONL) holding the text
+    # Generate the source when its path matches nothing: 'crawl' runs pipelines/crawl.py on the bundled
+    # sample into the path's crawl folder, 'media' runs pipelines/make_media_sample.py into the path's folder.
+    bundled: Literal["crawl", "media"] | None = None
+
+    _name = field_validator("name")(_check_name)
+
+
+class Budget(Strict):
+    samples: int | None = Field(None, gt=0)
+    tokens: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.samples is None) == (self.tokens is None):
+            raise ValueError("give exactly one of 'samples' or 'tokens'")
+        return self
+
+
+class ShardConfig(Strict):
+    max_samples: int = Field(1000, gt=0)
+    max_bytes: int | None = Field(None, gt=0)  # a shard closes before the sample that would exceed this
+    pattern: str = "shard-{index:06d}.tar"
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            a, b = v.format(index=0), v.format(index=1)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"must be a format string with {{index}} (e.g. shard-{{index:06d}}.tar): {e}") from None
+        if a == b or not a.endswith(".tar") or "/" in a:
+            raise ValueError("must contain {index}, end in .tar and have no '/'")
+        return v
+
+
+class StageConfig(Strict):
+    name: str
+    budget: Budget
+    shards: ShardConfig = ShardConfig()
+    normalize: bool | None = None  # None: the mixture's setting
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        seen = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"duplicate source name {s.name!r} in stage {self.name!r}")
+            seen.add(s.name)
+        if not any(s.weight > 0 for s in self.sources):
+            raise ValueError(f"stage {self.name!r}: every source has weight 0")
+        return self
+
+
+class TokenConfig(Strict):
+    # 'builtin:whitespace' (default, offline): the `tokenizers` Whitespace pre-tokenizer's pieces
+    # (words and punctuation runs); 'builtin:bytes': UTF-8 bytes; otherwise a local path to an HF tokenizer.json.
+    tokenizer: str = "builtin:whitespace"
+    per_image: int = Field(64, ge=0)  # tokens an image stands for (SmolVLM: 64 per 512px tile)
+    per_video_frame: int = Field(64, ge=0)
+
+
+class MixtureConfig(Strict):
+    name: str
+    seed: int = 0
+    description: str = ""
+    normalize: bool = False  # rescale weights that do not sum to 1 instead of failing
+    tokens: TokenConfig = TokenConfig()
+    stages: list[StageConfig] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _stages(self):
+        seen = set()
+        for st in self.stages:
+            if st.name in seen:
+                raise ValueError(f"duplicate stage name {st.name!r}")
+            seen.add(st.name)
+        return self
+
+
+def stage_weights(mix: MixtureConfig, stage: StageConfig, where: str = "") -> dict[str, float]:
+    """Normalised weights of the stage's active sources; fails naming sources and sum unless normalize."""
+    active = {s.name: s.weight for s in stage.sources if s.weight > 0}
+    total = math.fsum(active.values())
+    normalize = mix.normalize if stage.normalize is None else stage.normalize
+    if abs(total - 1.0) > WEIGHT_TOLERANCE and not normalize:
+        parts = " + ".join(f"{s.name} {s.weight:g}" for s in stage.sources)
+        raise ConfigError(f"{where}stages.{stage.name}: weights sum to {total:.6g} ({total * 100:.4g}%), not 1: "
+                          f"{parts}; fix the weights or set 'normalize: true'")
+    return {k: v / total for k, v in active.items()}
+
+
+def parse_mixture(raw, where: str = "mixture") -> MixtureConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    mix = validate(MixtureConfig, raw, where, "mixture", named=True)
+    for st in mix.stages:  # weights are checked at load, before any source is read
+        stage_weights(mix, st, where=f"{where}: ")
+    return mix
+
+
+def load_mixture(path: str | Path) -> MixtureConfig:
+    path = Path(path)
+    return parse_mixture(read_yaml_mapping(path, "mixture"), where=str(path))
