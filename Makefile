@@ -22,8 +22,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) pipelines/crawl.py
 
-## test: install with test extras, then run the test suite
+## test: install with test extras, then check the import layers and run the test suite
 test: $(VENV)/.installed-test
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 ## bench: speed and quality benchmarks on ../shared/data (prints figures)

@@ -69,7 +69,7 @@ def signature_speed(texts: list[str], passes: int = 3) -> None:
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
 
     from crawlmix.dedup.config import DedupConfig
-    from crawlmix.dedup.job import MinHasher
+    from crawlmix.dedup.signatures import MinHasher
 
     t0 = time.perf_counter()
     mh = MinHasher(DedupConfig(bands=14, rows=8))  # datatrove's default 14 x 8 = 112 hashes
@@ -101,7 +101,7 @@ def index_memory(n: int = 200_000, dup_share: float = 0.05) -> None:
     import pyarrow.parquet as pq
 
     from crawlmix.dedup.config import DedupConfig
-    from crawlmix.dedup.job import candidate_task, cluster
+    from crawlmix.dedup.clusters import candidate_task, cluster
 
     cfg = DedupConfig()
     bands, rows = cfg.lsh_params()

@@ -14,7 +14,7 @@ JPEGs (where libjpeg's scaled decode pays).
 fetch: N image URLs served by ImageServer (below, a real HTTP/1.1 server on 127.0.0.1 in a separate
 process) fetched with the default fetch config. Target: >= 200 images/s on 2 cores.
 
-ImageServer is also the server tests/test_images.py runs its fetch tests against.
+ImageServer is also the server tests/images/test_images.py runs its fetch tests against.
 """
 
 from __future__ import annotations

@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
-from crawlmix.pii.job import Scrubber, Span  # noqa: E402
+from crawlmix.pii.config import PATTERN_ENTITIES, PiiConfig  # noqa: E402
 from crawlmix.pii.engine import analyzer_for, pattern_model_dir, resolve_ner_model  # noqa: E402
 from crawlmix.pii.phone import clear_caches  # noqa: E402
-from crawlmix.pii.config import PATTERN_ENTITIES, PiiConfig  # noqa: E402
+from crawlmix.pii.scrub import Scrubber  # noqa: E402
+from crawlmix.pii.spans import Span  # noqa: E402
 
 
 def presidio_plain(model: str, entities: list[str], threshold: float):

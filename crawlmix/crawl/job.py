@@ -5,8 +5,9 @@
     ray job submit --working-dir . -- python pipelines/crawl.py --input ... --output ...
     python pipelines/crawl.py --cc-dump CC-MAIN-2024-22 --cc-files 0:10 --output out/
 
-One Ray task per input file, at most --workers at a time. Each finished task leaves a marker
-in OUTPUT/_tasks/, so a rerun only does what is missing and yields the same output.
+One Ray task per input file (crawlmix.text.curate), at most --workers at a time, then dedup, PII and
+image-text pairs over what the tasks kept; every step runs on the same executor. Each finished task
+leaves a marker in OUTPUT/_tasks/, so a rerun only does what is missing and yields the same output.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-
 from crawlmix import __version__
 from crawlmix.crawl.config import JobConfig, load_job
-from crawlmix.runtime.config import ConfigError
 from crawlmix.io.paths import cc_dump_paths, resolve_inputs
+from crawlmix.runtime.config import ConfigError
 from crawlmix.runtime.atomic import write_json, write_text
 from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.executor import Executor
@@ -55,7 +55,8 @@ def parse_args(argv=None):
 
 def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrite=False, progress=True) -> dict:
     from crawlmix.dedup.job import run_dedup
-    from crawlmix.text.curate import STAGED, run_task, task_name
+    from crawlmix.io.paths import task_name
+    from crawlmix.text.curate import STAGED, run_task
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prev = out_dir / "stats.json"
@@ -79,7 +80,7 @@ def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrit
 
     t0 = time.perf_counter()
     dedup = cfg.dedup.enabled
-    results = [r for r in ex.map(run_task, ((p, str(out_dir), cfg, dedup) for p in inputs), desc="crawl",
+    results = [r for r in ex.map(run_task, [(p, str(out_dir), cfg, dedup) for p in inputs], desc="crawl",
                                  on_error=task_failed) if r is not None]
     dedup_stats = None
     if dedup:
@@ -98,8 +99,8 @@ def run(inputs: list[str], out_dir: Path, cfg: JobConfig, workers: int, overwrit
         pii_stats = merge_pii_stats(parts) if parts else None
     images_stats = None
     if cfg.images.enabled:  # image-text pairs from the pages this run kept
-        from crawlmix.images.job import run as run_images
         from crawlmix.images.config import load_images_job
+        from crawlmix.images.job import run as run_images
 
         job = load_images_job(resolve_config(cfg.images.config),
                               overrides={"pages": {"kept_from": str(out_dir)}, "fetch": {"enabled": cfg.images.fetch}})

@@ -1,4 +1,4 @@
-"""Image candidates and their captions from HTML pages (the images stage, pipelines/images.py).
+"""Image candidates and their captions from HTML pages (the images job's per-file task, crawlmix.images.task).
 
 Every <img> of a page (with <picture>/<source> and the best srcset candidate) becomes a ``Candidate``
 with absolute URLs, best first, and the captions the page gives it: figcaption or a caption-class

@@ -30,7 +30,7 @@ class PagesConfig(Strict):
     language_threshold: float = Field(0.5, ge=0, le=1)
     skip_repeated_pages: bool = True  # a page URL seen before in the same file (re-crawls) gives no new images
     max_images_per_page: int = Field(500, gt=0)
-    # A text run's output folder (pipelines/crawl.py --output): only pages it kept (ids in
+    # A text run's output folder (the crawl's --output, crawlmix.crawl.job): only pages it kept (ids in
     # curated/<task>.parquet, same task names) give images. None: every HTML page.
     kept_from: str | None = None
 

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
-
 
 from crawlmix.images.config import FetchConfig
 

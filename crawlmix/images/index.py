@@ -1,4 +1,4 @@
-"""WARC image records looked up by URL (the images stage, pipelines/images.py).
+"""WARC image records looked up by URL (the images job: indexed in crawlmix.images.job, read in .task).
 
 ``index_file`` lists the image records (non-text 2xx responses, image ``resource`` records) and 3xx
 redirects of one WARC with their offsets; ``WarcIndex`` joins those lists and finds a URL exactly, then

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from struct import error as struct_error  # raised by some Pillow plugins on bad
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
-
 
 from crawlmix.images.config import FilterConfig, ProcessConfig
 
@@ -227,6 +225,8 @@ class ImageProcessor:
 def main(argv=None) -> int:
     import argparse
 
+    from crawlmix.runtime.atomic import write_bytes
+
     ap = argparse.ArgumentParser(description="Decode, check, resize and re-encode image files; print what happens.")
     ap.add_argument("files", nargs="+")
     ap.add_argument("--size", type=int, default=256)
@@ -247,8 +247,7 @@ def main(argv=None) -> int:
         print(f"ok   {r.source_format:<5} {r.source_mode:<5} {r.original_width}x{r.original_height} -> "
               f"{r.width}x{r.height} {len(r.data)} B phash={r.phash:016x}  {f}")
         if a.out:
-            Path(a.out).mkdir(parents=True, exist_ok=True)
-            (Path(a.out) / f"{Path(f).stem}.{r.ext}").write_bytes(r.data)
+            write_bytes(Path(a.out) / f"{Path(f).stem}.{r.ext}", r.data)
     return 0
 
 

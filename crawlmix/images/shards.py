@@ -1,16 +1,17 @@
-"""Shards of the images stage (pipelines/images.py): staged rows -> img2dataset's layout.
+"""Shards of the images job (crawlmix.images.job): staged rows -> img2dataset's layout.
 
 One pass over the staged rows (OUTPUT/_staging/<task>.parquet) in input order drops exact (sha256) and
 perceptual-hash near duplicates (``NearDupIndex``) across the whole run and writes {:05d}.tar
 (.jpg/.txt/.json), {:05d}.parquet (a row per candidate image, failures with their reason) and
-{:05d}_stats.json. Also the row schemas the tasks stage with and the task naming they share.
+{:05d}_stats.json, each published atomically (crawlmix.runtime.atomic). Also the row schemas the tasks
+stage with and the task naming they share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import os
 import re
 import tarfile
 from collections import Counter
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import xxhash
 
 from crawlmix.images.config import ImagesJob
+from crawlmix.io.paths import task_name
+from crawlmix.runtime.atomic import TMP_SUFFIX, atomic_path, write_json, write_table
 
 # ----------------------------------------------------------------------------------------------
 # Rows: one per candidate image (the shard Parquet); staging adds the encoded image.
@@ -43,12 +45,6 @@ ROW_FIELDS = [
 ROW_SCHEMA = pa.schema(ROW_FIELDS)
 STAGE_SCHEMA = pa.schema(ROW_FIELDS + [("image", pa.binary()), ("ext", pa.string())])
 ROW_NAMES = [n for n, _ in ROW_FIELDS]
-
-
-def task_name(path: str) -> str:
-    """Same naming as the text job's tasks (pipelines/curate_file.py)."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path.split("://")[-1]).name)[:80]
-    return f"{stem}-{xxhash.xxh64_hexdigest(path)[:8]}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +78,14 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(ti, io.BytesIO(data))
 
 
-class ShardWriter:
+class PairShardWriter:
+    """Image-text pairs into img2dataset shards: {:05d}.tar, {:05d}.parquet, {:05d}_stats.json.
+
+    The tar is written by tarfile (USTAR, mode 0644, uid/gid 0, mtime 0, tarfile's 10 KiB record padding),
+    members in the order added. Neither webdataset.TarWriter (sorts members, its own header fields and
+    padding) nor crawlmix.io.tar.TarWriter (mode 0444, owner crawlmix) writes these bytes: switching would
+    change every existing shard, so this stays as it is."""
+
     def __init__(self, out: Path, job: ImagesJob, meta: dict):
         self.out, self.job, self.meta = out, job, meta
         self.n = self.shard = 0
@@ -92,8 +95,9 @@ class ShardWriter:
         self._open()
 
     def _open(self):
-        self.tar_tmp = self.out / f"{self.shard:05d}.tar.tmp"
-        self.tar = tarfile.open(self.tar_tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._files = contextlib.ExitStack()  # the open tar, inside atomic_path: published on close
+        tmp = self._files.enter_context(atomic_path(self.out / f"{self.shard:05d}.tar"))
+        self.tar = self._files.enter_context(tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT))
         self.n, self.rows = 0, []
 
     def next_key(self) -> str:
@@ -117,11 +121,11 @@ class ShardWriter:
         self.rows.append(row)
 
     def _close(self):
-        self.tar.close()
-        os.replace(self.tar_tmp, self.out / f"{self.shard:05d}.tar")
+        self._files.close()  # closes the tar, then publishes it
         comp = self.job.shards.compression
-        pq.write_table(pa.Table.from_pylist(self.rows, schema=ROW_SCHEMA.with_metadata(self.meta)),
-                       self.out / f"{self.shard:05d}.parquet", compression=None if comp == "none" else comp)
+        write_table(self.out / f"{self.shard:05d}.parquet",
+                    pa.Table.from_pylist(self.rows, schema=ROW_SCHEMA.with_metadata(self.meta)),
+                    compression=None if comp == "none" else comp)
         reasons = Counter(r["reason"] for r in self.rows if r["status"] != "success")
         by_stage = Counter(r["stage"] for r in self.rows if r["status"] != "success")
         st = {"shard": f"{self.shard:05d}", "count": len(self.rows), "successes": self.n,
@@ -130,25 +134,44 @@ class ShardWriter:
               "duplicates": by_stage["dedup"] + by_stage["dedup_url"],
               "status_dict": dict(reasons.most_common()), "top_errors": dict(reasons.most_common(10)),
               "failed_by_stage": dict(sorted(by_stage.items()))}
-        (self.out / f"{self.shard:05d}_stats.json").write_text(json.dumps(st, indent=1) + "\n")
+        write_json(self.out / f"{self.shard:05d}_stats.json", st, indent=1)
         self.shards.append(st)
 
     def close(self) -> list[dict]:
         self._close()
         return self.shards
 
+    def __enter__(self) -> "PairShardWriter":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.close()
+        else:  # the open tar is closed and removed unpublished (the shards before it stay)
+            self._files.__exit__(kind, exc, tb)
+
+
+_SHARD_FILE = re.compile(r"\d{5}(\.tar|\.parquet|_stats\.json)(%s)?" % re.escape(TMP_SUFFIX))
+
 
 def write_shards(out: Path, inputs: list[str], job: ImagesJob, meta: dict, progress=True) -> dict:
     """Read the staged rows in input order, drop duplicates across the run, write the shards."""
+    for old in out.iterdir():
+        if _SHARD_FILE.fullmatch(old.name):
+            old.unlink()
+    dups = Counter()
+    with PairShardWriter(out, job, meta) as w:
+        _add_rows(out, inputs, job, w, dups, progress)
+    return {"shards": w.shards, "duplicates": dict(dups)}
+
+
+def _add_rows(out: Path, inputs: list[str], job: ImagesJob, w: PairShardWriter, dups: Counter,
+              progress: bool) -> None:
+    """The staged rows of every input, in order, into ``w``; duplicates across the run become failed rows."""
     from tqdm import tqdm
 
-    for old in out.iterdir():
-        if re.fullmatch(r"\d{5}(\.tar|\.parquet|_stats\.json|\.tar\.tmp)", old.name):
-            old.unlink()
     exact: dict[str, str] = {}
     near = NearDupIndex(job.dedup.phash_max_distance) if job.dedup.perceptual else None
-    w = ShardWriter(out, job, meta)
-    dups = Counter()
     for path in tqdm(inputs, unit="file", desc="shards", disable=not progress):
         f = out / "_staging" / f"{task_name(path)}.parquet"
         if not f.exists():
@@ -178,5 +201,3 @@ def write_shards(out: Path, inputs: list[str], job: ImagesJob, meta: dict, progr
                 else:
                     image = None
                 w.add(row, image, ext)
-    shards = w.close()
-    return {"shards": shards, "duplicates": dict(dups)}

@@ -5,9 +5,19 @@ from __future__ import annotations
 import glob
 import gzip
 import os
+import re
 from pathlib import Path
 
+import xxhash
+
 CC_BASE = "https://data.commoncrawl.org/"
+
+
+def task_name(path: str) -> str:
+    """A file's task name: its base name made filesystem-safe, plus a hash of the full path. Every stage
+    names its per-file outputs and markers by it (the images stage finds a crawl's curated/<task>.parquet)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path.split("://")[-1]).name)[:80]
+    return f"{stem}-{xxhash.xxh64_hexdigest(path)[:8]}"
 
 
 def is_url(path: str) -> bool:
@@ -48,7 +58,8 @@ def resolve_inputs(patterns: list[str]) -> list[str]:
 def cc_dump_paths(dump: str, files: str) -> list[str]:
     """WARC URLs of a Common Crawl dump, e.g. ("CC-MAIN-2024-22", "0:10"), via its warc.paths.gz.
 
-    This is the one place crawlmix reaches the network, and only when the user asks for a dump.
+    Reaches the network, and only when the user asks for a dump (the images stage's optional fetcher,
+    crawlmix.images.fetch, is the other place that does).
     """
     import fsspec
 

@@ -2,8 +2,8 @@
 
 fastwarc does the WARC parsing; warcio reads the legacy ARC format. Charsets are taken
 from the HTTP header when it decodes cleanly, otherwise detected (resiliparse).
-Every record that cannot be used is reported through ``report`` with the file and the
-record offset; a broken file never stops the job.
+Every record that cannot be used is reported through ``report`` with its RecordRef (file, offset,
+URL, record id); a broken file never stops the job.
 
 Run alone to list what a file holds:  python pipelines/read_warc.py FILE
 """
@@ -13,14 +13,13 @@ from __future__ import annotations
 import codecs
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 
 from crawlmix.io.paths import open_binary
 
-# report(reason, record name, message, dropped): dropped=False is a notice (the record is still used)
+# report(reason, RecordRef, message, dropped): dropped=False is a notice (the record is still used)
 Report = Callable[..., None]
 
 # WHATWG encoding labels whose Python codec is narrower than what browsers decode.
@@ -28,6 +27,24 @@ _CHARSET_ALIASES = {"gb2312": "gbk", "gb_2312-80": "gbk", "iso-8859-1": "cp1252"
                     "us-ascii": "cp1252", "ascii": "cp1252", "x-gbk": "gbk", "windows-874": "cp874",
                     "iso-8859-9": "cp1254", "shift-jis": "cp932", "shift_jis": "cp932", "euc-kr": "cp949"}
 _META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_\-:.]+)", re.I)
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """Where a record is: its file, byte offset, URL and WARC-Record-ID (each may be unknown).
+
+    Printed as ``file@offset (url)`` in messages; never parsed back."""
+
+    path: str
+    offset: int | None = None
+    url: str = ""
+    record_id: str = ""
+
+    def __str__(self) -> str:
+        if self.offset is None:
+            return self.path
+        label = self.url or self.record_id
+        return f"{self.path}@{self.offset} ({label})" if label else f"{self.path}@{self.offset}"
 
 
 @dataclass
@@ -42,6 +59,10 @@ class Page:
     charset: str = ""
     cc_languages: str = ""  # Common Crawl metadata (cld2) when present
     extra: dict = field(default_factory=dict)
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef(self.source, self.offset, self.url, self.id)
 
 
 def _codec(label: str | None) -> str | None:
@@ -146,7 +167,7 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                 n_records += 1
                 url = rec.headers.get("WARC-Target-URI") or ""
                 rid = (rec.headers.get("WARC-Record-ID") or f"<{path}@{offset}>").strip("<>")
-                name = f"{path}@{offset} ({url or rid})"
+                ref = RecordRef(path, offset, url, rid)
                 kind = rec.record_type
                 if kind == WarcRecordType.metadata:
                     if pending is not None and url == pending.url:
@@ -162,11 +183,11 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                     yield pending
                     pending = None
                 if rec.content_length > max_record_bytes:
-                    report("record_too_large", name, f"{rec.content_length} bytes > read.max_record_bytes")
+                    report("record_too_large", ref, f"{rec.content_length} bytes > read.max_record_bytes")
                     continue
                 block = rec.reader.read()
                 if len(block) < rec.content_length:
-                    report("truncated_record", name, f"record cut off: {len(block)} of {rec.content_length} bytes")
+                    report("truncated_record", ref, f"record cut off: {len(block)} of {rec.content_length} bytes")
                     continue
                 date = rec.headers.get("WARC-Date") or ""
                 if kind == WarcRecordType.conversion:
@@ -176,11 +197,11 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                 if kind == WarcRecordType.response:
                     parsed = _split_http(block)
                     if parsed is None:
-                        report("bad_http", name, "response record without a parsable HTTP header")
+                        report("bad_http", ref, "response record without a parsable HTTP header")
                         continue
                     status, headers, body = parsed
                     if not 200 <= status < 300:
-                        report("http_status", name, f"HTTP {status}")
+                        report("http_status", ref, f"HTTP {status}")
                         continue
                     mime, declared = _content_type(headers)
                 else:  # resource: the block is the document
@@ -190,18 +211,18 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                     continue  # images, PDFs, ...: not this stage's input (not an error)
                 html, charset, bad, note = decode_html(body, declared)
                 if bad > 0.3:
-                    report("undecodable", name, f"{bad:.0%} of characters undecodable as {charset}")
+                    report("undecodable", ref, f"{bad:.0%} of characters undecodable as {charset}")
                     continue
                 if note:
-                    report("charset_fallback", name, note, dropped=False)
+                    report("charset_fallback", ref, note, dropped=False)
                 pending = Page(rid, url, date, path, offset, html=html, charset=charset)
     except Exception as e:  # a broken stream: keep what was read, name where it broke
         broken = True
-        report("corrupt_file", f"{path}@{offset}", f"stopped after {n_records} records: {type(e).__name__}: {e}")
+        report("corrupt_file", RecordRef(path, offset), f"stopped after {n_records} records: {type(e).__name__}: {e}")
     if pending is not None:
         yield pending
     if n_records == 0 and not broken:
-        report("no_records", path, "no WARC records (empty, not a WARC/ARC file, or unreadable)")
+        report("no_records", RecordRef(path), "no WARC records (empty, not a WARC/ARC file, or unreadable)")
 
 
 def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
@@ -219,9 +240,9 @@ def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
                 if rec.rec_type != "response":
                     continue
                 url = rec.rec_headers.get_header("WARC-Target-URI") or ""
-                name = f"{path}@{offset} ({url})"
+                ref = RecordRef(path, offset, url)
                 if len(body) > max_record_bytes:
-                    report("record_too_large", name, f"{len(body)} bytes > read.max_record_bytes")
+                    report("record_too_large", ref, f"{len(body)} bytes > read.max_record_bytes")
                     continue
                 mime, declared = _content_type({"content-type": rec.http_headers.get_header("Content-Type") or ""}) \
                     if rec.http_headers else ("", None)
@@ -229,16 +250,16 @@ def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
                     continue
                 html, charset, bad, note = decode_html(body, declared)
                 if bad > 0.3:
-                    report("undecodable", name, f"{bad:.0%} of characters undecodable as {charset}")
+                    report("undecodable", ref, f"{bad:.0%} of characters undecodable as {charset}")
                     continue
                 if note:
-                    report("charset_fallback", name, note, dropped=False)
+                    report("charset_fallback", ref, note, dropped=False)
                 date = rec.rec_headers.get_header("WARC-Date") or ""
                 yield Page(f"arc:{path}@{offset}", url, date, path, offset, html=html, charset=charset)
     except Exception as e:
-        report("corrupt_file", f"{path}@{offset}", f"stopped after {n} ARC records: {type(e).__name__}: {e}")
+        report("corrupt_file", RecordRef(path, offset), f"stopped after {n} ARC records: {type(e).__name__}: {e}")
     if n == 0:
-        report("no_records", path, "no ARC records")
+        report("no_records", RecordRef(path), "no ARC records")
 
 
 def main(argv=None) -> int:

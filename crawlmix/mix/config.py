@@ -41,8 +41,9 @@ class SourceConfig(Strict):
     shuffle: bool = True  # seeded shuffle of the source, reshuffled each epoch
     languages: list[str] | None = None  # keep only these languages (text sources / samples with a language)
     text_field: str = "text"  # column (Parquet) or key (JSONL) holding the text
-    # Generate the source when its path matches nothing: 'crawl' runs pipelines/crawl.py on the bundled
-    # sample into the path's crawl folder, 'media' runs pipelines/make_media_sample.py into the path's folder.
+    # Generate the source when its path matches nothing: 'crawl' runs the crawl (crawlmix.crawl.job) on the
+    # bundled sample into the path's crawl folder, 'media' writes the bundled media sample
+    # (crawlmix.samples.media_sample) into the path's folder.
     bundled: Literal["crawl", "media"] | None = None
 
     _name = field_validator("name")(_check_name)

@@ -9,371 +9,142 @@ Writes OUTPUT/<stage>/shard-000000.tar ... (one sample = members sharing a dot-f
 .json with source, modality, id, url, language and provenance), a shard-NNNNNN.stats.json per shard
 (samples, bytes, tokens, per-source / per-modality counts, md5), a wids shardindex.json and the
 resolved plan mix.lock.json per stage. Every shard holds each source's share of its samples to within
-one sample; the same mixture + inputs give byte-identical shards; a rerun writes only missing shards.
-Every source is read, checked and planned before the first shard is written.
+one sample; the same mixture + inputs give byte-identical shards. Every source is read, checked and
+planned before the first shard is written.
 
-This file plans and runs the job (the entry point); reading and indexing the sources is in
-pipelines/mix_sources.py (tar headers in pipelines/tar_index.py, token counts in pipelines/mix_tokens.py,
-the output .json in pipelines/mix_json.py), writing a shard in pipelines/mix_write.py.
+A shard is finished when its completion marker (OUTPUT/<stage>/_tasks/shard-NNNNNN.json, written after
+the tar and its stats) holds the stage's hash and the shard's plan hash, and its tar has the recorded size;
+a rerun writes only the other shards, --overwrite clears the markers.
+
+This module runs the job (the entry point): shards are written through the one executor
+(crawlmix/runtime/executor.py): threads side by side by default (--threads), forked processes with
+--workers, Ray tasks with --ray. Reading and indexing the sources is in crawlmix/mix/sources.py and
+readers.py (tar headers in tar_index.py, token counts in tokens.py, the output .json in members.py),
+planning in plan.py, writing one shard in write.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import sys
 import time
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
-
-import numpy as np
-
 from crawlmix import __version__
-from crawlmix.runtime.resources import project_dir
+from crawlmix.mix.config import MixtureConfig, load_mixture
+from crawlmix.mix.plan import StagePlan, lock_record, prepare, sample_common
+from crawlmix.mix.sources import MixError, Source
+from crawlmix.mix.write import stats_name, write_shard
+from crawlmix.runtime.atomic import TMP_SUFFIX, write_json
+from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.config import ConfigError
-from crawlmix.mix.sources import MixError, Source, resolve_source
-from crawlmix.mix.tokens import TokenCounter
-from crawlmix.mix.write import finished, write_json, write_shard
-from crawlmix.mix.config import MixtureConfig, StageConfig, load_mixture, stage_weights
-
+from crawlmix.runtime.executor import Executor, TaskError
+from crawlmix.runtime.resources import project_dir, resolve_config
 
 # Shards written side by side in one process: filling a chunk holds the GIL, but md5 and the file write do
 # not, so a second thread keeps the second core busy (--workers forks processes instead).
 WRITE_THREADS = 2
 
 
-# ---------------------------------------------------------------------------------------------- planning
-def _rng(seed: int, *parts) -> np.random.Generator:
-    import zlib
-
-    return np.random.default_rng([seed & 0xFFFFFFFF, *(zlib.crc32(str(p).encode()) for p in parts)])
-
-
-class Drawer:
-    """Which sample is a source's k-th draw: a seeded subset (max_samples), reshuffled every epoch."""
-
-    def __init__(self, src: Source, seed: int, stage: str):
-        self.src, self.seed, self.stage = src, seed, stage
-        cfg = src.cfg
-        base = _rng(seed, stage, cfg.name, "order").permutation(src.n) if cfg.shuffle else np.arange(src.n)
-        self.pool = min(src.n, cfg.max_samples or src.n)
-        self.subset = base[:self.pool]
-        self.cap = int(math.floor(self.pool * cfg.max_epochs + 1e-9))
-        self._orders: dict[int, np.ndarray] = {}
-
-    def order(self, epoch: int) -> np.ndarray:
-        o = self._orders.get(epoch)
-        if o is None:
-            if epoch == 0 or not self.src.cfg.shuffle:
-                o = self.subset
-            else:
-                o = self.subset[_rng(self.seed, self.stage, self.src.cfg.name, "epoch", epoch).permutation(self.pool)]
-            if len(self._orders) > 4:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = o
-        return o
-
-    def draws(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        k = np.arange(start, start + count, dtype=np.int64)
-        ep, pos = k // self.pool, k % self.pool
-        if count and ep[0] == ep[-1]:  # all in one epoch
-            return self.order(int(ep[0]))[pos], ep
-        idx = np.empty(count, np.int64)
-        for e in np.unique(ep):
-            m = ep == e
-            idx[m] = self.order(int(e))[pos[m]]
-        return idx, ep
+# ---------------------------------------------------------------------------------------------- writing a stage
+def shard_executor(todo: int, use_ray: bool, workers: int, threads: int, progress: bool) -> Executor:
+    """The executor for `todo` shards: Ray tasks, forked processes (--workers), threads side by side
+    (--threads), or this thread for one shard."""
+    if use_ray:
+        return Executor("ray", workers, progress)
+    if workers > 1 and todo > 1:  # forked workers see the driver's sources in memory; nothing is pickled
+        start = "fork" if hasattr(os, "fork") else "spawn"
+        return Executor("processes", min(workers, todo), progress, max_in_flight=2 * workers, start_method=start)
+    if threads > 1 and todo > 1:
+        return Executor("threads", threads, progress, max_in_flight=2 * threads)
+    return Executor("inline", 1, progress)
 
 
-@dataclass
-class ShardPlan:
-    index: int
-    start: int  # global sample number of the first sample
-    src: np.ndarray  # source position per sample
-    idx: np.ndarray  # sample index inside the source
-    epoch: np.ndarray
-    counts: np.ndarray  # samples per source
-    nbytes: int  # exact tar size
-    tokens: int
-
-    def digest(self, stage_hash: str) -> str:
-        h = hashlib.sha256(stage_hash.encode())
-        for a in (self.src.astype(np.int32), self.idx.astype(np.int64), self.epoch.astype(np.int32)):
-            h.update(a.tobytes())
-        h.update(str(self.start).encode())
-        return h.hexdigest()[:16]
+def write_task(stage_dir: str, name: str, sp, common: dict, digest: str, sources: list[Source]) -> dict:
+    """One shard (an executor task; the sources are the executor's shared value, sent once per worker)."""
+    return write_shard(stage_dir, name, sp, sources, common, digest)
 
 
-class Planner:
-    """Stratified interleaving with exact per-shard ratios.
+def marker_name(shard: str) -> str:
+    return shard[:-4]  # the pattern ends in .tar
 
-    Each shard of S samples gives source i floor(w_i*S) or ceil(w_i*S) samples (so within one sample of
-    its share); which sources get the ceil is decided by their cumulative deficit (Megatron's
-    "most-behind source next", one shard at a time), so the whole stage stays within about one sample too.
-    Inside a shard, samples are spread evenly (source i's t-th sample at position ~ (t+0.5)*S/n_i).
-    """
 
-    def __init__(self, stage: StageConfig, sources: list[Source], weights: dict[str, float], seed: int):
-        self.stage, self.sources = stage, sources
-        self.w = np.array([weights[s.name] for s in sources], np.float64)
-        self.drawers = [Drawer(s, seed, stage.name) for s in sources]
+def finished_shard(done: Completion, stage_dir: Path, name: str, digest: str) -> dict | None:
+    """The stats of a shard finished under this plan, else None: its marker holds the stage hash and the
+    shard's plan hash, and its tar and stats file are there (the tar at its recorded size)."""
+    rec = done.get(marker_name(name))
+    if rec is None or rec.get("plan") != digest:
+        return None
+    tar = stage_dir / name
+    if not (tar.is_file() and tar.stat().st_size == rec.get("bytes") and (stage_dir / stats_name(name)).is_file()):
+        return None
+    rec.pop("config_hash", None)
+    return rec
 
-    def _apportion(self, S: int, placed: int, C: np.ndarray) -> np.ndarray:
-        T = self.w * S
-        base = np.floor(T + 1e-9).astype(np.int64)
-        r = int(S - base.sum())
-        if r > 0:
-            frac = T - base
-            deficit = self.w * (placed + S) - (C + base)
-            cand = np.flatnonzero(frac > 1e-9)
-            if len(cand) < r:
-                cand = np.arange(len(self.w))
-            order = sorted(cand, key=lambda i: (-round(deficit[i], 9), -round(frac[i], 9), i))
-            base[order[:r]] += 1
-        return base
 
-    def _materialize(self, counts: np.ndarray, C: np.ndarray):
-        S = int(counts.sum())
-        src = np.repeat(np.arange(len(counts)), counts)
-        t = np.concatenate([np.arange(c) for c in counts]) if S else np.zeros(0, np.int64)
-        ideal = (t + 0.5) / counts[src]
-        order = np.lexsort((src, ideal))
-        src = src[order]
-        idx = np.empty(S, np.int64)
-        ep = np.empty(S, np.int64)
-        nbytes, tokens = 1024, 0
-        for i, c in enumerate(counts):
-            if not c:
+def write_stage(mix: MixtureConfig, plan: StagePlan, lock: dict, stage_dir: Path, common: dict,
+                overwrite: bool, progress: bool, use_ray: bool, workers: int, threads: int) -> dict:
+    """Write every unfinished shard of a planned stage, then its shard index; returns the stage summary."""
+    ts = time.perf_counter()
+    done = Completion(stage_dir, plan.stage_hash)
+    if overwrite:
+        done.clear()
+        if stage_dir.exists():
+            for p in stage_dir.iterdir():
+                if p.name.endswith((".tar", ".stats.json", TMP_SUFFIX)) or p.name in ("mix.lock.json",
+                                                                                       "shardindex.json"):
+                    p.unlink()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    for p in stage_dir.glob(f"*{TMP_SUFFIX}"):  # left by an interrupted run
+        p.unlink()
+    write_json(stage_dir / "mix.lock.json", lock)
+    names = [plan.stage.shards.pattern.format(index=i) for i in range(plan.shards)]
+    stats_by_index: dict[int, dict] = {}
+    for i, name in enumerate(names):
+        st = finished_shard(done, stage_dir, name, plan.shard_digests[i])
+        if st is not None:
+            stats_by_index[i] = st
+    skipped = len(stats_by_index)
+    todo = plan.shards - skipped
+    failed = []
+    if todo:
+        ex = shard_executor(todo, use_ray, workers, threads, progress)
+        tasks = ((str(stage_dir), names[sp.index], sp, common, plan.shard_digests[sp.index])
+                 for sp in plan.planner(mix.seed).shards(plan.samples) if sp.index not in stats_by_index)
+        for o in ex.imap(write_task, tasks, desc=f"mix {plan.stage.name}", total=todo, shared=(plan.sources,)):
+            if not o.ok:
+                failed.append(o)
                 continue
-            m = src == i
-            di, de = self.drawers[i].draws(int(C[i]), int(c))
-            idx[m], ep[m] = di, de
-            nbytes += int(self.sources[i].sample_bytes(di, de).sum())
-            tokens += int(self.sources[i].tokens[di].sum())
-        return src, idx, ep, nbytes, tokens
-
-    def _check_caps(self, counts: np.ndarray, C: np.ndarray, total: int) -> None:
-        over = np.flatnonzero(C + counts > [d.cap for d in self.drawers])
-        if len(over):
-            i = int(over[0])
-            d = self.drawers[i]
-            need = int(math.ceil(self.w[i] * total))
-            raise MixError(
-                f"stage {self.stage.name!r}: source {self.sources[i].name!r} is too small for its share: weight "
-                f"{self.w[i]:.4g} of {total} samples needs ~{need} draws, but it has {d.pool} samples "
-                f"x max_epochs {d.src.cfg.max_epochs:g} = {d.cap} allowed; lower its weight or the budget, "
-                f"raise max_epochs, or add data")
-
-    def shards(self, total: int, token_budget: int | None = None):
-        """Yield ShardPlans covering `total` samples (or until `token_budget` tokens are reached)."""
-        lim = self.stage.shards
-        C = np.zeros(len(self.sources), np.int64)
-        placed, tok, s = 0, 0, 0
-        while placed < total and (token_budget is None or tok < token_budget):
-            S = min(lim.max_samples, total - placed)
-            counts = self._apportion(S, placed, C)
-            self._check_caps(counts, C, total)
-            plan = self._materialize(counts, C)
-            if lim.max_bytes and plan[3] > lim.max_bytes and S > 1:
-                lo, hi = 1, S - 1  # largest S that fits; a single oversized sample gets a shard of its own
-                best = None
-                while lo <= hi:
-                    mid = (lo + hi) // 2
-                    c2 = self._apportion(mid, placed, C)
-                    p2 = self._materialize(c2, C)
-                    if p2[3] <= lim.max_bytes:
-                        best, lo = (c2, p2), mid + 1
-                    else:
-                        hi = mid - 1
-                if best is None:
-                    c2 = self._apportion(1, placed, C)
-                    best = (c2, self._materialize(c2, C))
-                counts, plan = best
-            src, idx, ep, nbytes, tokens = plan
-            yield ShardPlan(s, placed, src, idx, ep, counts, nbytes, tokens)
-            C += counts
-            placed += int(counts.sum())
-            tok += tokens
-            s += 1
-
-
-@dataclass
-class StagePlan:
-    stage: StageConfig
-    sources: list[Source]
-    weights: dict[str, float]
-    samples: int
-    shards: int
-    bytes: int
-    tokens: int
-    draws: np.ndarray
-    tokens_per_source: np.ndarray
-    max_dev: float  # worst |count - weight * shard size| over shards and sources
-    stage_hash: str
-    shard_digests: list[str]
-
-    def planner(self, seed):
-        return Planner(self.stage, self.sources, self.weights, seed)
-
-
-def plan_stage(mix: MixtureConfig, stage: StageConfig, sources: list[Source], fingerprint: str) -> StagePlan:
-    weights = stage_weights(mix, stage)
-    active = [s for s in sources if s.name in weights]
-    for s in active:
-        if s.n == 0:
-            filt = f" after the languages filter {s.cfg.languages}" if s.cfg.languages else ""
-            raise MixError(f"stage {stage.name!r}: source {s.name!r} is empty: 0 samples in {len(s.files)} "
-                           f"file(s){filt} ({', '.join(s.rel_files[:3])})")
-    planner = Planner(stage, active, weights, mix.seed)
-    w = planner.w
-    if stage.budget.samples:
-        total = stage.budget.samples
-        # early, readable check before the exact one below
-        planner._check_caps(np.floor(w * total + 1e-9).astype(np.int64), np.zeros(len(w), np.int64), total)
-    else:  # a token budget: walk the interleaved stream until the tokens are reached
-        max_total = int(min(d.cap / wi for d, wi in zip(planner.drawers, w)))
-        if max_total < 1:
-            raise MixError(f"stage {stage.name!r}: not enough data for one sample")
-        reached, total = 0, None
-        try:
-            for sp in planner.shards(max_total):
-                toks = np.empty(len(sp.src), np.int64)
-                for i, src in enumerate(planner.sources):
-                    m = sp.src == i
-                    toks[m] = src.tokens[sp.idx[m]]
-                cum = reached + np.cumsum(toks)
-                hit = np.flatnonzero(cum >= stage.budget.tokens)
-                if len(hit):
-                    total = sp.start + int(hit[0]) + 1
-                    break
-                reached = int(cum[-1])
-        except MixError:
-            pass
-        if total is None:
-            raise MixError(f"stage {stage.name!r}: token budget {stage.budget.tokens:,} is out of reach: the sources "
-                           f"give about {reached:,} tokens before one of them runs past its max_epochs; lower the "
-                           f"budget, raise max_epochs or add data")
-        planner = Planner(stage, active, weights, mix.seed)
-    stage_hash = hashlib.sha256(f"{fingerprint}:{stage.name}".encode()).hexdigest()[:16]
-    draws = np.zeros(len(active), np.int64)
-    toks = np.zeros(len(active), np.int64)
-    nshards = nbytes = ntok = 0
-    max_dev = 0.0
-    digests = []
-    for sp in planner.shards(total):
-        S = len(sp.src)
-        max_dev = max(max_dev, float(np.abs(sp.counts - w * S).max()))
-        draws += sp.counts
-        for i in range(len(active)):
-            toks[i] += int(active[i].tokens[sp.idx[sp.src == i]].sum())
-        nshards += 1
-        nbytes += sp.nbytes
-        ntok += sp.tokens
-        digests.append(sp.digest(stage_hash))
-    return StagePlan(stage, active, weights, total, nshards, nbytes, ntok, draws, toks, max_dev, stage_hash, digests)
-
-
-
-def _brace(pattern: str, n: int) -> str:
-    first, last = pattern.format(index=0), pattern.format(index=n - 1)
-    if n == 1:
-        return first
-    i = 0
-    while i < len(first) and first[i] == last[i]:
-        i += 1
-    while i > 0 and first[i - 1].isdigit():
-        i -= 1
-    j = 0
-    while j < len(first) - i and first[-1 - j] == last[-1 - j] and not first[-1 - j].isdigit():
-        j += 1
-    return f"{first[:i]}{{{first[i:len(first) - j]}..{last[i:len(last) - j]}}}{first[len(first) - j:]}"
+            done.mark(marker_name(o.args[1]), o.result)  # last: after the tar and its stats are published
+            stats_by_index[o.args[2].index] = o.result
+    if failed:
+        first = failed[0]
+        raise TaskError(f"{len(failed)} shard(s) of stage {plan.stage.name!r} failed (a rerun writes only "
+                        f"those); first: {first.args[1]}: {first.message()}") from first.error
+    shardlist = [{"url": s["shard"], "nsamples": s["samples"], "filesize": s["bytes"], "md5sum": s["md5"]}
+                 for _, s in sorted(stats_by_index.items())]
+    write_json(stage_dir / "shardindex.json", {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+                                               "name": f"{mix.name}/{plan.stage.name}", "shardlist": shardlist})
+    realised: dict[str, int] = {}
+    for s in stats_by_index.values():
+        for k, v in s["sources"].items():
+            realised[k] = realised.get(k, 0) + v["samples"]
+    return {"lock": lock, "written": todo, "skipped": skipped, "realised": realised,
+            "wall_s": round(time.perf_counter() - ts, 3), "bytes": sum(s["bytes"] for s in stats_by_index.values()),
+            "out": str(stage_dir)}
 
 
 # ---------------------------------------------------------------------------------------------- the job
-def _lock(mix: MixtureConfig, plan: StagePlan, common: dict) -> dict:
-    st = plan.stage
-    srcs = {}
-    for i, s in enumerate(plan.sources):
-        d = plan.draws[i]
-        pool = min(s.n, s.cfg.max_samples or s.n)
-        srcs[s.name] = {
-            "modality": s.cfg.modality, "format": s.fmt, "path": s.cfg.path, "weight": s.cfg.weight,
-            "target_share": round(plan.weights[s.name], 9), "samples": int(d),
-            "realised_share": round(int(d) / plan.samples, 9), "tokens": int(plan.tokens_per_source[i]),
-            "available": s.n, "pool": pool, "epochs_used": round(int(d) / pool, 4),
-            "max_epochs": s.cfg.max_epochs, "files": s.fingerprints}
-    mods: dict = {}
-    for s, v in srcs.items():
-        m = mods.setdefault(v["modality"], {"target_share": 0.0, "samples": 0, "tokens": 0})
-        m["target_share"] = round(m["target_share"] + v["target_share"], 9)
-        m["samples"] += v["samples"]
-        m["tokens"] += v["tokens"]
-    for m in mods.values():
-        m["realised_share"] = round(m["samples"] / plan.samples, 9)
-    return {"mixture": mix.name, "stage": st.name, "mixture_hash": common["mixture_hash"], "seed": mix.seed,
-            "crawlmix_version": __version__, "tokenizer": common["tokenizer"], "budget": st.budget.model_dump(),
-            "shard_limits": st.shards.model_dump(), "samples": plan.samples, "tokens": plan.tokens,
-            "bytes": plan.bytes, "shards": plan.shards, "shard_pattern": _brace(st.shards.pattern, plan.shards),
-            "max_shard_deviation": round(plan.max_dev, 6), "stage_hash": plan.stage_hash,
-            "sources": srcs, "modalities": dict(sorted(mods.items())), "shard_plans": plan.shard_digests}
-
-
-def sample_common(mix: MixtureConfig) -> dict:
-    """Provenance shared by every sample's .json (the stage is the shard's folder)."""
-    return {"mixture": mix.name, "mixture_hash": mix.digest(), "seed": mix.seed, "crawlmix_version": __version__}
-
-
-def prepare(mix: MixtureConfig, root: Path, stages: list[str] | None = None, progress: bool = True):
-    """Read, index and plan every selected stage; raises MixError/ConfigError before anything is written."""
-    chosen = [st for st in mix.stages if not stages or st.name in stages]
-    if stages:
-        unknown = set(stages) - {st.name for st in mix.stages}
-        if unknown:
-            raise ConfigError(f"--stage {', '.join(sorted(unknown))}: not in the mixture "
-                              f"({', '.join(st.name for st in mix.stages)})")
-    tokens = TokenCounter(mix.tokens, root)
-    mix_hash = mix.digest()
-    common = sample_common(mix)
-    cache: dict = {}
-    plans = []
-    for st in chosen:
-        weights = stage_weights(mix, st)
-        srcs = []
-        for cfg in st.sources:
-            if cfg.name not in weights:
-                continue
-            key = json.dumps({k: v for k, v in cfg.model_dump().items()
-                              if k in ("path", "format", "languages", "text_field", "modality")}, sort_keys=True)
-            if key not in cache:
-                src = resolve_source(cfg, root, progress)
-                src.build_index(tokens, common)
-                cache[key] = src
-            base = cache[key]
-            src = base.renamed(cfg)
-            if src.name != base.name or src.cfg.modality != base.cfg.modality:
-                src.build_index(tokens, common)  # the name / modality inside each .json differ
-            srcs.append(src)
-        fp = hashlib.sha256(json.dumps([mix_hash, tokens.spec, [s.fingerprints for s in srcs]],
-                                       sort_keys=True).encode()).hexdigest()[:16]
-        plans.append(plan_stage(mix, st, srcs, fp))
-    return plans, tokens
-
-
 def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, overwrite=False, progress=True,
         use_ray=False, workers=1, dry_run=False, threads: int = WRITE_THREADS) -> list[dict]:
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     plans, tokens = prepare(mix, root, stages, progress)
-    results = []
-    for plan in plans:
-        common = sample_common(mix)
-        lock = _lock(mix, plan, dict(common, tokenizer=tokens.spec))
+    common = sample_common(mix)
+    staged = []
+    for plan in plans:  # every stage is checked before any is written
+        lock = lock_record(mix, plan, dict(common, tokenizer=tokens.spec))
         stage_dir = out / plan.stage.name
         old = stage_dir / "mix.lock.json"
         if not dry_run and old.exists() and not overwrite:
@@ -381,147 +152,17 @@ def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, over
             if prev.get("stage_hash") != plan.stage_hash or prev.get("shard_plans") != plan.shard_digests:
                 raise MixError(f"{stage_dir} holds a mix of another mixture or other inputs (stage hash "
                                f"{prev.get('stage_hash')} != {plan.stage_hash}); use a new --output or --overwrite")
-        results.append((plan, lock, common, stage_dir))
+        staged.append((plan, lock, stage_dir))
     summaries = []
-    for plan, lock, common, stage_dir in results:
+    for plan, lock, stage_dir in staged:
         if dry_run:
             summaries.append({"lock": lock, "written": 0, "skipped": 0, "wall_s": 0.0, "dry_run": True})
-            continue
-        ts = time.perf_counter()
-        if overwrite and stage_dir.exists():
-            for p in stage_dir.iterdir():
-                if p.name.endswith((".tar", ".stats.json", ".tmp")) or p.name in ("mix.lock.json", "shardindex.json"):
-                    p.unlink()
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        for p in stage_dir.glob("*.tmp"):
-            p.unlink()
-        write_json(stage_dir / "mix.lock.json", lock)
-        pattern = plan.stage.shards.pattern
-        stats_by_index: dict = {}
-        written = skipped = 0
-        bar = tqdm(total=plan.shards, unit="shard", desc=f"mix {plan.stage.name}", disable=not progress)
-        todo = []
-        pool = tpool = None
-        inflight: dict = {}
-        if not use_ray and workers > 1 and plan.shards > 1 and hasattr(os, "fork"):
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            global _FORK_SOURCES
-            _FORK_SOURCES = plan.sources  # inherited by the forked workers, never pickled
-            pool = ProcessPoolExecutor(min(workers, plan.shards), mp_context=multiprocessing.get_context("fork"))
-        elif not use_ray and threads > 1 and plan.shards > 1:
-            tpool = ThreadPoolExecutor(threads, thread_name_prefix="mix-shard")
-
-        def collect(block: bool) -> int:
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED if block else ALL_COMPLETED)
-            for f in done:
-                stats_by_index[inflight.pop(f)] = f.result()
-                bar.update(1)
-            return len(done)
-        flush = (lambda: _ray_write(todo, stage_dir, plan, common, workers, stats_by_index, bar)) if use_ray else \
-            (lambda: _pool_write(pool, todo, stage_dir, common, stats_by_index, bar))
-        try:
-            for sp in plan.planner(mix.seed).shards(plan.samples):
-                name = pattern.format(index=sp.index)
-                digest = plan.shard_digests[sp.index]
-                st = finished(stage_dir, name, digest)
-                if st is not None:
-                    stats_by_index[sp.index] = st
-                    skipped += 1
-                    bar.update(1)
-                    continue
-                if tpool is not None:  # shards side by side in threads: hashing and writing release the GIL
-                    inflight[tpool.submit(write_shard, str(stage_dir), name, sp, plan.sources, common, digest,
-                                          True)] = sp.index
-                    if len(inflight) >= 2 * threads:
-                        written += collect(True)
-                elif not use_ray and pool is None:
-                    stats_by_index[sp.index] = write_shard(str(stage_dir), name, sp, plan.sources, common, digest)
-                    written += 1
-                    bar.update(1)
-                else:
-                    todo.append((sp, name, digest))
-                    if len(todo) >= 4 * max(1, workers):
-                        written += flush()
-                        todo = []
-            if todo:
-                written += flush()
-            if inflight:
-                written += collect(False)
-        finally:
-            if pool is not None:
-                pool.shutdown()
-            if tpool is not None:
-                tpool.shutdown(cancel_futures=True)
-        bar.close()
-        shardlist = [{"url": s["shard"], "nsamples": s["samples"], "filesize": s["bytes"], "md5sum": s["md5"]}
-                     for _, s in sorted(stats_by_index.items())]
-        write_json(stage_dir / "shardindex.json", {"__kind__": "wids-shard-index-v1", "wids_version": 1,
-                                                   "name": f"{mix.name}/{plan.stage.name}", "shardlist": shardlist})
-        realised = {}
-        for s in stats_by_index.values():
-            for k, v in s["sources"].items():
-                realised[k] = realised.get(k, 0) + v["samples"]
-        summaries.append({"lock": lock, "written": written, "skipped": skipped, "realised": realised,
-                          "wall_s": round(time.perf_counter() - ts, 3),
-                          "bytes": sum(s["bytes"] for s in stats_by_index.values()),
-                          "out": str(stage_dir)})
+        else:
+            summaries.append(write_stage(mix, plan, lock, stage_dir, common, overwrite, progress, use_ray,
+                                         workers, threads))
     for s in summaries:
         s["total_wall_s"] = round(time.perf_counter() - t0, 3)
     return summaries
-
-
-_ACTORS: list = []
-_FORK_SOURCES: list = []
-
-
-def _fork_write(stage_dir, name, sp, common, digest) -> dict:
-    return write_shard(stage_dir, name, sp, _FORK_SOURCES, common, digest)
-
-
-def _pool_write(pool, todo, stage_dir, common, stats_by_index, bar) -> int:
-    futs = {pool.submit(_fork_write, str(stage_dir), name, sp, common, digest): sp.index for sp, name, digest in todo}
-    for f in futs:
-        stats_by_index[futs[f]] = f.result()
-        bar.update(1)
-    return len(todo)
-
-
-def _ray_write(todo, stage_dir, plan, common, workers, stats_by_index, bar) -> int:
-    import ray
-
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(address="local", num_cpus=max(1, workers), include_dashboard=False, log_to_driver=True,
-                     runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    key = (id(plan), str(stage_dir))
-    if not _ACTORS or _ACTORS[0][0] != key:
-        _ACTORS.clear()
-
-        @ray.remote(num_cpus=1)
-        class ShardWriter:
-            def __init__(self, sources):
-                self.sources = sources
-
-            def write(self, stage_dir, name, sp, common, digest):
-                return write_shard(stage_dir, name, sp, self.sources, common, digest)
-
-        ref = ray.put(plan.sources)
-        _ACTORS.append((key, [ShardWriter.remote(ref) for _ in range(max(1, workers))]))
-    actors = _ACTORS[0][1]
-    pending = {}
-    for n, (sp, name, digest) in enumerate(todo):
-        pending[actors[n % len(actors)].write.remote(str(stage_dir), name, sp, common, digest)] = sp.index
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for r in done:
-            stats_by_index[pending.pop(r)] = ray.get(r)
-            bar.update(1)
-    return len(todo)
 
 
 def summary(res: dict) -> str:
@@ -563,10 +204,11 @@ def parse_args(argv=None):
                     help="relative source paths resolve against this folder (default: the current directory)")
     ap.add_argument("--stage", action="append", metavar="NAME", help="build only this stage (repeatable)")
     ap.add_argument("--dry-run", action="store_true", help="validate, read and plan; print the plan; write nothing")
-    ap.add_argument("--overwrite", action="store_true", help="delete the stage's shards and rebuild them")
-    ap.add_argument("--ray", action="store_true", help="write shards with Ray actors (a local Ray, or RAY_ADDRESS)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="delete the stage's shards and completion markers and rebuild them")
+    ap.add_argument("--ray", action="store_true", help="write shards as Ray tasks (a local Ray, or the cluster at RAY_ADDRESS)")
     ap.add_argument("--workers", type=int, default=None,
-                    help="shard writers: forked processes (default 1), or Ray actors with --ray (default: all "
+                    help="shard writers: forked processes (default 1), or Ray workers with --ray (default: all "
                          f"cores, {os.cpu_count()} here); the output does not depend on it")
     ap.add_argument("--threads", type=int, default=WRITE_THREADS, metavar="N",
                     help=f"without --workers / --ray: shards written side by side by threads (default "
@@ -578,7 +220,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
-        mix = load_mixture(a.mixture)
+        mix = load_mixture(resolve_config(a.mixture))
         out = Path(a.output) if a.output else project_dir() / "output" / "mix" / mix.name
         res = run(mix, out, Path(a.root), stages=a.stage, overwrite=a.overwrite, progress=not a.no_progress,
                   use_ray=a.ray, dry_run=a.dry_run, threads=max(1, a.threads),
@@ -586,6 +228,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TaskError as e:  # finished shards are kept and marked; a rerun writes only the failed ones
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"crawlmix {__version__} mix {mix.name}  mixture={mix.digest()}  seed={mix.seed}")
     for r in res:
         print()

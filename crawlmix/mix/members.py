@@ -1,7 +1,9 @@
-"""Mixer canonical JSON (used by pipelines/mix_sources.py and pipelines/mix_write.py): sorted keys, compact,
-UTF-8, so the same sample always gives the same bytes. loads() and encode() go through orjson when it is
-installed (same bytes, faster); JsonTemplate builds a source file's output .json per sample from constant
-pieces and the JSON of the per-sample fields; every output .json starts with JSON_HEAD and its epoch.
+"""Mixer canonical JSON for the output .json members (used by crawlmix/mix/readers.py and write.py): sorted
+keys, compact, UTF-8, so the same sample always gives the same bytes. loads() and encode() go through
+orjson (a declared dependency; faster, same bytes) and fall back to the standard library for what orjson
+refuses or writes differently (NaN / infinity, ints past 64 bits, floats); JsonTemplate builds a source
+file's output .json per sample from constant pieces and the JSON of the per-sample fields; every output
+.json starts with JSON_HEAD and its epoch.
 """
 
 from __future__ import annotations
@@ -9,16 +11,16 @@ from __future__ import annotations
 import json
 from json.encoder import encode_basestring
 
+import orjson as _orjson
+
 JSON_HEAD = b'{"epoch":'  # every output .json starts with its epoch (keys are sorted): head + digits + rest
 
 
 # ---------------------------------------------------------------------------------------------- JSON
 # Canonical JSON (sorted keys, compact, UTF-8): the same sample always gives the same bytes.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
-try:  # optional: when installed, orjson parses, and for float-free values writes, the same JSON faster
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - the standard library gives the same bytes
-    _orjson = None
+# orjson (a declared dependency) parses, and for float-free values writes, the same JSON faster; with
+# _orjson = None everything goes through the standard library, which gives the same bytes (tested).
 
 
 def _has_float(v) -> bool:
@@ -31,7 +33,7 @@ def _has_float(v) -> bool:
 
 
 def loads(raw: bytes | str):
-    """(value, exact): json.loads(raw), through orjson when it is there. exact: orjson parsed it, so the
+    """(value, exact): json.loads(raw), through orjson. exact: orjson parsed it, so the
     value holds no NaN / infinity / int past 64 bits (json decides what orjson refuses)."""
     if _orjson is not None:
         try:

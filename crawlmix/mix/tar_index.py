@@ -1,5 +1,5 @@
 """Tar index: the members of an uncompressed tar file (names, data offsets, sizes; WebDataset keys and
-extensions) read from its headers alone, with NumPy, without tarfile's reader (used by pipelines/mix_sources.py).
+extensions) read from its headers alone, with NumPy, without tarfile's reader (used by crawlmix/mix/readers.py).
 
 A plain USTAR tar is scanned with NumPy (the blocks carrying the ustar magic, which must chain exactly by
 their sizes), any other (GNU long names, pax, directories) by a header walk; checksums and sizes are
@@ -102,7 +102,7 @@ def _scan_ustar(mm):
     return cand, size
 
 
-class _TarScan:
+class TarScan:
     """A tar's members as WebDataset groups them: per member its extension (ext_of into exts), data offset
     and size; samples start at `starts`; bad: a member without an extension."""
 

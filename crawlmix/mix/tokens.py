@@ -1,4 +1,4 @@
-"""Mixer token counts (used by pipelines/mix.py and pipelines/mix_sources.py): TokenCounter counts the
+"""Mixer token counts (used by crawlmix/mix/plan.py and sources.py): TokenCounter counts the
 tokens of sample texts offline, with 'builtin:whitespace' (the `tokenizers` Whitespace pre-tokenizer's
 pattern, the default), 'builtin:bytes' (UTF-8 length) or a local HF tokenizer.json. The builtins are
 vectorised with NumPy over character classes, not a regex per text, and give exactly the regex's counts.

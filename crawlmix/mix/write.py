@@ -1,22 +1,20 @@
-"""Mixer shard writing: a shard plan + indexed sources -> one deterministic WebDataset tar (used by
-pipelines/mix.py).
+"""Mixer shard writing: a shard plan + indexed sources -> one deterministic WebDataset tar (run by
+crawlmix/mix/job.py through the executor, one task per shard).
 
 Everything about a shard is known from the index before a byte is written: every member's name, size and
 place in the tar (ShardLayout, NumPy arrays). A chunk of the tar (CHUNK bytes) is filled in one go:
 payload members that lie back to back in their source tar are copied in one piece from the memory-mapped
 file (their source headers are then overwritten), .json members from the source's prebuilt JSON, and all
-USTAR headers of the chunk are written at once with NumPy. Full chunks are md5-hashed and written while
-the next one is filled (hashlib and file writes release the GIL): by a background thread, or inline when
-several threads write shards side by side (mix.py --threads).
+USTAR headers of the chunk are written at once with NumPy. Each chunk is then md5-hashed and written;
+hashlib and file writes release the GIL, so shards written side by side by threads (mix.py --threads)
+keep a second core busy. The tar and then its stats file are published atomically
+(crawlmix/runtime/atomic.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,10 @@ from crawlmix.io.tar import ZEROS as _ZEROS
 from crawlmix.mix.members import JSON_HEAD
 from crawlmix.mix.sources import Source, digits, tar_member_bytes
 from crawlmix.mix.tar_index import CHK_SHIFT
+from crawlmix.runtime.atomic import atomic_path, write_json
 
 KEY_DIGITS = 10  # sample keys: the sample's number in the stage, zero-padded
 CHUNK = 4 << 20  # bytes per write (and md5 update); a larger member is written from its source directly
-_NBUF = 3  # chunk buffers in flight: one being filled, up to two being hashed / written
 _TEMPLATE_ROW = np.frombuffer(bytes(_TAR_TEMPLATE), np.uint8)
 _KEY_POW = 10 ** np.arange(KEY_DIGITS - 1, -1, -1, dtype=np.int64)
 _SIZE_SHIFT = 3 * np.arange(10, -1, -1, dtype=np.int64)
@@ -146,54 +144,27 @@ class ShardLayout:
 
 # ---------------------------------------------------------------------------------------------- writing
 class _Sink:
-    """md5-hashes and writes chunks in order: on a background thread (one per process, reused) while the
-    caller fills the next chunk, or inline (the caller is itself one of several writer threads)."""
+    """md5-hashes and writes chunks in order, in the calling thread (hashlib and file writes release the
+    GIL, so shards written side by side by threads overlap). The chunk buffer is the thread's own, reused."""
 
-    _bg: tuple | None = None  # (pid, executor)
-    _local = threading.local()  # chunk buffers per thread
+    _local = threading.local()
 
-    def __init__(self, path: Path, inline: bool):
-        self.pool = None
-        if not inline:
-            bg = _Sink._bg
-            if bg is None or bg[0] != os.getpid():  # a forked writer starts its own
-                bg = _Sink._bg = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="mix-write"))
-            self.pool = bg[1]
-        bufs = getattr(_Sink._local, "buffers", None)  # this thread's: one when inline, _NBUF in flight
-        want = 1 if inline else _NBUF
-        if bufs is None or len(bufs) < want:
-            bufs = _Sink._local.buffers = [memoryview(bytearray(CHUNK)) for _ in range(want)]
-        self.buffers = bufs[:want]
-        self.f = open(path, "wb", buffering=0)
+    def __init__(self, f):
+        buf = getattr(_Sink._local, "buffer", None)
+        if buf is None:
+            buf = _Sink._local.buffer = memoryview(bytearray(CHUNK))
+        self.buffer = buf
+        self.f = f
         self.md5 = hashlib.md5()
         self.bytes = 0
-        self.pending: list = []
 
-    def _write(self, views) -> None:
+    def write(self, *views) -> None:
         for v in views:
             self.md5.update(v)
             done = 0
             while done < len(v):
                 done += self.f.write(v[done:])
             self.bytes += len(v)
-
-    def submit(self, *views):
-        """Hash and write views (a future while that happens in the background, else None)."""
-        if self.pool is None:
-            self._write(views)
-            return None
-        fut = self.pool.submit(self._write, views)
-        self.pending = [f for f in self.pending if not f.done()] + [fut]
-        return fut
-
-    def close(self) -> None:
-        try:
-            for f in self.pending:
-                f.result()
-        finally:
-            for f in self.pending:  # after an error: let the rest finish before closing
-                f.exception()
-            self.f.close()
 
 
 def _fill(buf: memoryview, lay: ShardLayout, a: int, b: int, views: list[memoryview]) -> int:
@@ -233,28 +204,22 @@ def _fill(buf: memoryview, lay: ShardLayout, a: int, b: int, views: list[memoryv
     return used
 
 
-def write_shard(stage_dir: str, name: str, sp, sources: list[Source], common: dict, digest: str,
-                inline: bool = False) -> dict:
-    """Write one shard atomically (tmp + rename), then its stats json; returns the stats. inline: hash and
-    write in the calling thread (when several threads write shards at once)."""
+def write_shard(stage_dir: str, name: str, sp, sources: list[Source], common: dict, digest: str) -> dict:
+    """Write one shard atomically, then its stats json; returns the stats."""
     stage_dir = Path(stage_dir)
     path = stage_dir / name
-    tmp = path.with_name(path.name + ".tmp")
     lay = ShardLayout(sp, sources)
     if lay.nbytes != sp.nbytes:  # the planner sized shards from the index; both must agree exactly
         raise RuntimeError(f"{path}: laid out {lay.nbytes} bytes, planned {sp.nbytes}")
     views = lay.views(sources)
-    sink = _Sink(tmp, inline)
-    bufs, futs = sink.buffers, [None] * len(sink.buffers)
-    try:
-        a, M, k = 0, len(lay.size), 0
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=0) as f:
+        sink = _Sink(f)
+        buf = sink.buffer
+        a, M = 0, len(lay.size)
         while a < M:
             b = int(np.searchsorted(lay.end, lay.pos[a] + CHUNK, "right"))
-            if futs[k] is not None:
-                futs[k].result()  # the buffer is free again
             if b > a:  # members a..b fit in a chunk
-                futs[k] = sink.submit(bufs[k][:_fill(bufs[k], lay, a, b, views)])
-                k = (k + 1) % len(bufs)
+                sink.write(buf[:_fill(buf, lay, a, b, views)])
                 a = b
                 continue
             # one member larger than a chunk: its header, its bytes from the source, its padding
@@ -263,14 +228,11 @@ def write_shard(stage_dir: str, name: str, sp, sources: list[Source], common: di
             if h:
                 parts.append(JSON_HEAD + b"%d" % int(lay.epoch[a]))
             parts += [views[v][o:o + n - h], _ZEROS[:int(lay.blk[a]) - 512 - n]]
-            sink.submit(*parts)
+            sink.write(*parts)
             a += 1
-        sink.submit(_ZEROS)
-    finally:
-        sink.close()
-    if sink.bytes != sp.nbytes:
-        raise RuntimeError(f"{path}: wrote {sink.bytes} bytes, planned {sp.nbytes}")
-    os.replace(tmp, path)
+        sink.write(_ZEROS)
+        if sink.bytes != sp.nbytes:
+            raise RuntimeError(f"{path}: wrote {sink.bytes} bytes, planned {sp.nbytes}")
     per_src, mods = {}, {}
     src_bytes = np.bincount(lay.src, weights=lay.blk, minlength=len(sources))
     for s in sorted(np.unique(sp.src).tolist(), key=lambda i: sources[i].name):
@@ -290,22 +252,3 @@ def write_shard(stage_dir: str, name: str, sp, sources: list[Source], common: di
 
 def stats_name(shard: str) -> str:
     return shard[:-4] + ".stats.json"
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def finished(stage_dir: Path, name: str, digest: str) -> dict | None:
-    """The stats of a finished shard of this plan (a rerun keeps it), else None."""
-    p = stage_dir / stats_name(name)
-    try:
-        st = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    tar = stage_dir / name
-    if st.get("plan") == digest and tar.exists() and tar.stat().st_size == st.get("bytes"):
-        return st
-    return None

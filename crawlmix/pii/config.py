@@ -1,7 +1,7 @@
 """PII stage configuration: validated with pydantic, the bad field named in every error.
 
-The ``pii:`` section of a job YAML; ``pipelines/pii.py --config`` also reads a YAML holding these keys
-alone.
+The ``pii:`` section of a job YAML; ``pipelines/pii.py --config`` (crawlmix/pii/job.py) also reads a YAML
+holding these keys alone.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """presidio, offline: the generated spaCy pipeline its pattern recognizers run on, tldextract without
 downloads, and one AnalyzerEngine per process and pipeline (``fast_analyzer_for``: the same engine with
-pii_phone's ChainPhoneRecognizer in place of its PhoneRecognizer). Used by pipelines/pii.py.
+crawlmix.pii.phone's ChainPhoneRecognizer in place of its PhoneRecognizer). Used by crawlmix/pii/scrub.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from crawlmix.pii.phone import chain_phone_recognizer_class
+from crawlmix.runtime.atomic import publish, tmp_path
 
 LEMMA_COMPONENT = "crawlmix_lower_lemma"
 PATTERN_LANG = "en"  # presidio's pattern recognizers are registered for English; they are language-free regexes
@@ -52,11 +53,11 @@ def pattern_model_dir() -> Path:
     if not (d / "config.cfg").exists():
         nlp = spacy.blank("en")
         nlp.add_pipe(LEMMA_COMPONENT)
-        tmp = d.with_name(f"{d.name}.{os.getpid()}.tmp")
+        tmp = tmp_path(d.with_name(f"{d.name}.{os.getpid()}"))  # a folder per process: workers race here
         shutil.rmtree(tmp, ignore_errors=True)
         nlp.to_disk(tmp)
         try:
-            os.replace(tmp, d)
+            publish(tmp, d)
         except OSError:  # another worker made it first
             shutil.rmtree(tmp, ignore_errors=True)
     return d

@@ -1,28 +1,14 @@
-"""PII scrubbing: presidio-analyzer does the recognition, a cheap candidate scan makes it fast.
+"""PII scrubbing of Parquet files: curated Parquet in, the same rows with `text` scrubbed and a `pii` column out.
 
-Presidio analysing every character runs at ~17 k chars/s per core. Almost all text cannot hold an
-e-mail, phone number, IP, card number, IBAN or SSN, so a few plain regexes first find *candidates*
-(an '@'; digit chains with >= 4 digits; dotted quads and hex:hex: groups; two letters + two digits
-followed by an account number), each a superset of what presidio's own recognizer for that type
-can match. Each candidate is widened to whole words plus the words presidio reads for context
-("phone", "ssn", ...), overlapping windows are merged, and presidio runs on the windows only
-(spaCy tokenises them in batches; one engine per process). Presidio's results on a window are
-its results on the full text: see docs/pii.md for why, and tests/test_pii.py + bench/pii.py,
-which check it. Phone numbers cost the most (libphonenumber, once per region): PhoneFilter reads
-libphonenumber's metadata to tell, per digit chain, which regions could match there at all, and
-presidio's PhoneRecognizer runs only on those chains, for those regions (ChainPhoneRecognizer; both
-in pipelines/pii_phone.py; the engines are set up in pipelines/pii_engine.py).
+    python pipelines/pii.py --input 'out/curated/*.parquet' --output out_pii/ [--config pii.yaml] [--workers 4 | --ray]
+    scrub_crawl_task(curated, [removed, ...], cfg_json)   # the crawl's PII step: one task's files, in place
 
-PERSON needs NER on the full text: presidio's own engine with the model's full spaCy pipeline. It
-runs only when ``ner_model`` names an installed spaCy pipeline, and the stage says clearly in its
-log and stats.json when PERSON is not detected.
-
-    Scrubber(cfg).scrub(text) -> (new_text, spans)        # per document, from other stages
-    Scrubber(cfg).scrub_table(table, stats) -> table      # a pyarrow table with `text` (+ `language`)
-    python pipelines/pii.py --input 'out/curated/*.parquet' --output out_pii/ [--config pii.yaml]
-
-Nothing is downloaded: the pattern engine's spaCy pipeline is generated into ~/.cache/crawlmix,
-tldextract uses its bundled public-suffix snapshot. No original text is ever logged or counted.
+The scrubbing itself (candidate scan, windows, presidio) is crawlmix/pii/scrub.py. Files are tasks of
+crawlmix.runtime.executor: in this process, a process pool (--workers) or Ray (--ray: a local Ray, or
+the cluster at RAY_ADDRESS). Every file is written atomically, then marked done in
+OUTPUT/_tasks/pii/ with the PII config digest and the size and modification time of the files: a rerun
+scrubs only what has no marker, was scrubbed under another config, or has changed since (an input
+rewritten, an output removed, a crawl's curated file that dedup wrote again).
 """
 
 from __future__ import annotations
@@ -33,438 +19,18 @@ import os
 import re
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, NamedTuple
-
 
 from crawlmix import __version__
+from crawlmix.io.paths import is_url
+from crawlmix.pii.config import PiiConfig, load_pii_config
+from crawlmix.pii.scrub import Scrubber, scrubber_for
+from crawlmix.pii.spans import PII_TYPE, PiiStats
+from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.config import ConfigError
-from crawlmix.pii.config import NER_ENTITIES, PiiConfig, load_pii_config
-from crawlmix.pii.engine import PATTERN_LANG, analyzer_for, fast_analyzer_for, pattern_model_dir, resolve_ner_model
-from crawlmix.pii.phone import chains
+from crawlmix.runtime.executor import Executor, TaskError
 
-log = logging.getLogger("crawlmix.pii")
-# presidio logs at debug/info level with pieces of the analysed text: keep it quiet.
-logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-
-
-class Span(NamedTuple):
-    type: str
-    start: int
-    end: int
-    score: float = 1.0
-
-
-# --------------------------------------------------------------------------------------------------
-# Candidate scan. Each pattern matches a superset of the text presidio's recognizer for that type can
-# match (case-insensitive where presidio is, any Unicode digit where presidio's \d is), so every
-# presidio result overlaps a candidate. Digit chains (pii_phone.chains) hold every phone number, card
-# number, SSN and IPv4 address.
-
-# Within a chain, supersets of presidio's patterns (its \d is Unicode too).
-_IN_CHAIN = {
-    "CREDIT_CARD": re.compile(r"\d(?:[- ]?\d){11,}"),
-    "US_SSN": re.compile(r"\d(?:[- .]?\d){8,}"),
-    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d"),
-}
-_CHAIN_TYPES = frozenset({"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS"})
-# Triggers outside digit chains; a candidate is then widened to whole words.
-_AT = re.compile("@")  # presidio's e-mail pattern needs an ASCII '@'
-_IPV6 = re.compile(r":[0-9A-Fa-f]{0,4}:")  # every IPv6 form presidio matches has two ':' with <= 4 hex between
-_IBAN = re.compile(r"[A-Za-z][A-Za-z]\d\d")  # presidio upper-cases before its IBAN pattern
-_IBAN_TAIL = re.compile(r"(?:[ -]?[A-Za-z0-9])*")
-
-
-_NONSPACE = re.compile(r"\S*")
-_WORD = re.compile(r"\S+")
-_STRIP = re.compile(r"^\W+|\W+$")
-
-
-def _stop_words() -> frozenset:
-    from spacy.lang.en.stop_words import STOP_WORDS
-
-    return frozenset(STOP_WORDS)
-
-
-@dataclass
-class PiiStats:
-    """Counts only: never a piece of the original text."""
-
-    docs: int = 0
-    docs_scrubbed: int = 0
-    docs_with_pii: int = 0
-    skipped_language: int = 0
-    errors: Counter = field(default_factory=Counter)
-    replacements: Counter = field(default_factory=Counter)
-    chars: int = 0
-    chars_analyzed: int = 0  # characters presidio looked at (windows), the rest was only scanned
-    windows: int = 0
-    seconds: float = 0.0
-
-    def add(self, other: "PiiStats") -> None:
-        for k in ("docs", "docs_scrubbed", "docs_with_pii", "skipped_language", "chars", "chars_analyzed",
-                  "windows", "seconds"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-        self.errors.update(other.errors)
-        self.replacements.update(other.replacements)
-
-    def to_dict(self) -> dict:
-        return {"docs": self.docs, "docs_scrubbed": self.docs_scrubbed, "docs_with_pii": self.docs_with_pii,
-                "skipped_language": self.skipped_language, "errors": dict(sorted(self.errors.items())),
-                "replacements": dict(sorted(self.replacements.items())),
-                "replacements_total": sum(self.replacements.values()), "chars": self.chars,
-                "chars_analyzed": self.chars_analyzed,
-                "analyzed_frac": round(self.chars_analyzed / self.chars, 4) if self.chars else 0.0,
-                "windows": self.windows, "seconds": round(self.seconds, 3)}
-
-
-# --------------------------------------------------------------------------------------------------
-# Fake values: consistent (same value -> same fake for a seed), from small, obviously fake spaces
-
-_FIRST = ("Alex", "Sam", "Robin", "Jordan", "Taylor", "Morgan", "Casey", "Jamie", "Riley", "Avery")
-_LAST = ("Smith", "Jones", "Garcia", "Miller", "Davis", "Lopez", "Wilson", "Moore", "Clark", "Lewis")
-
-
-def _luhn_complete(digits: str) -> str:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 == 0 else 1)
-        total += n - 9 if n > 9 else n
-    return digits + str((10 - total % 10) % 10)
-
-
-def fake_value(kind: str, value: str, seed: int) -> str:
-    h = int.from_bytes(hashlib.blake2b(f"{kind}\0{value}".encode("utf-8", "surrogatepass"), digest_size=8,
-                                       key=str(seed).encode()).digest(), "big")
-    n = h % 10_000
-    if kind == "EMAIL_ADDRESS":
-        return f"user{n:04d}@example.com"
-    if kind == "PHONE_NUMBER":
-        return f"555-01{n % 100:02d}"  # 555-0100..0199: reserved for fiction
-    if kind == "IP_ADDRESS":
-        return f"2001:db8::{n:x}" if ":" in value else f"192.0.2.{n % 254 + 1}"  # documentation ranges
-    if kind == "CREDIT_CARD":
-        d = _luhn_complete(f"400000000{n % 1_000_000:06d}")
-        return f"{d[:4]} {d[4:8]} {d[8:12]} {d[12:]}"
-    if kind == "IBAN_CODE":
-        return f"XX00 0000 0000 {n:04d}"  # no such country
-    if kind == "US_SSN":
-        return f"000-00-{n:04d}"  # area 000 is never issued
-    if kind == "PERSON":
-        return f"{_FIRST[n % 10]} {_LAST[(n // 10) % 10]}"
-    return f"<{kind}_{n:04d}>"
-
-
-# --------------------------------------------------------------------------------------------------
-
-
-def merge_spans(spans: Iterable[Span]) -> list[Span]:
-    """Overlapping detections -> non-overlapping regions (their union), each typed by its best
-    detection: highest score, then longest, then type name (deterministic)."""
-    out: list[Span] = []
-    group: list[Span] = []
-    end = -1
-    for s in sorted(spans, key=lambda x: (x.start, -x.end)):
-        if group and s.start >= end:
-            out.append(_region(group, end))
-            group = []
-        group.append(s)
-        end = max(end, s.end) if len(group) > 1 else s.end
-    if group:
-        out.append(_region(group, end))
-    return out
-
-
-def _region(group: list[Span], end: int) -> Span:
-    best = max(group, key=lambda x: (x.score, x.end - x.start, x.type))
-    return Span(best.type, group[0].start, end, best.score)
-
-
-class Scrubber:
-    """One per worker process (the presidio engine and spaCy pipelines are cached per process)."""
-
-    def __init__(self, cfg: PiiConfig | None = None, warn: bool = True):
-        self.cfg = cfg = cfg or PiiConfig()
-        self.pattern_entities = cfg.pattern_entities
-        self.model_dir = str(pattern_model_dir())
-        engine = fast_analyzer_for if cfg.fast_path else analyzer_for
-        self.analyzer = engine(self.model_dir) if self.pattern_entities else None
-        want_ner = any(e in NER_ENTITIES for e in cfg.entities)
-        self.ner_model, self.ner_status = resolve_ner_model(cfg.ner_model) if want_ner else \
-            (None, "NER not requested (PERSON not in pii.entities)")
-        # PERSON: presidio's own engine with the NER model's full spaCy pipeline, on the full text
-        self.ner = analyzer_for(self.ner_model) if self.ner_model else None
-        self.ner_lang = self.ner.nlp_engine.nlp[PATTERN_LANG].lang if self.ner else None
-        if want_ner and not self.ner and warn:
-            log.warning("PII: %s", self.ner_status)
-        self.stop = _stop_words()
-        self.pattern_entities_set = frozenset(self.pattern_entities)
-        enh = self.analyzer.context_aware_enhancer if self.analyzer else None
-        self.ctx_before = getattr(enh, "context_prefix_count", 5)
-        self.ctx_after = getattr(enh, "context_suffix_count", 0)
-        phone = [getattr(r, "filter", None) for r in self.analyzer.registry.recognizers] if self.analyzer else []
-        self.phone_filter = next((f for f in phone if f is not None), None)
-        if cfg.fast_path and "PHONE_NUMBER" in self.pattern_entities and self.phone_filter is None:
-            raise RuntimeError("fast path: presidio's registry has no PhoneRecognizer to run per chain")
-
-    # ---- detection ---------------------------------------------------------------------------
-
-    def candidates(self, text: str) -> list[tuple[int, int, str]]:
-        """(start, end, entity type) of every place a pattern entity could be; a superset."""
-        ents = self.pattern_entities_set
-        out = []
-        if ents & _CHAIN_TYPES:
-            phone = self.phone_filter if "PHONE_NUMBER" in ents else None
-            for s, e, ph in chains(text, phone):
-                for kind, rx in _IN_CHAIN.items():
-                    if kind in ents and rx.search(text, s, e):
-                        out.append((s, e, kind))
-                if ph and ph[2]:
-                    out.append((ph[0], ph[1], "PHONE_NUMBER"))
-        if "EMAIL_ADDRESS" in ents:
-            out += [(m.start(), m.end(), "EMAIL_ADDRESS") for m in _AT.finditer(text)]
-        if "IP_ADDRESS" in ents:
-            out += [(m.start(), m.end(), "IP_ADDRESS") for m in _IPV6.finditer(text)]
-        if "IBAN_CODE" in ents:
-            for m in _IBAN.finditer(text):
-                end = _IBAN_TAIL.match(text, m.end(), m.end() + 64).end()
-                out.append((m.start(), end, "IBAN_CODE"))
-        return out
-
-    def windows(self, text: str) -> list[tuple[int, int, frozenset]]:
-        """Merged [start, end) windows of `text` that presidio must see, with the entity types whose
-        candidates they hold: a candidate widened to whole words, plus the words before it that
-        presidio's context look-back reads."""
-        cands = self.candidates(text)
-        if not cands:
-            return []
-        cands.sort()
-        cfg = self.cfg
-        out: list[list] = []
-        for s, e, kind in cands:
-            if out and e <= out[-1][1]:
-                out[-1][2].add(kind)
-                continue
-            ws = self._word_start(text, s, max(0, s - cfg.max_word_chars))
-            we = _NONSPACE.match(text, e, min(len(text), e + cfg.max_word_chars)).end()
-            if self.ctx_after:
-                we = self._context_end(text, we)
-            cs = ws if out and ws <= out[-1][1] else self._context_start(text, ws)
-            if out and cs <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], we)
-                out[-1][2].add(kind)
-            else:
-                out.append([cs, we, {kind}])
-        return [(a, b, frozenset(k)) for a, b, k in out]
-
-    @staticmethod
-    def _word_start(text: str, pos: int, lo: int) -> int:
-        rev = text[lo:pos][::-1]
-        return pos - _NONSPACE.match(rev).end()
-
-    def _qualifies(self, word: str) -> bool:
-        """A word that surely yields a token presidio counts as a context word (not a stop word, not
-        punctuation); other words may yield none, so they are passed over."""
-        core = _STRIP.sub("", word)
-        return core.isalnum() and core.lower() not in self.stop
-
-    def _context_end(self, text: str, we: int) -> int:
-        need = self.ctx_after + 1
-        for m in _WORD.finditer(text, we, min(len(text), we + self.cfg.max_context_chars)):
-            we = m.end()
-            if self._qualifies(m.group()):
-                need -= 1
-                if need == 0:
-                    break
-        return we
-
-    def _context_start(self, text: str, ws: int) -> int:
-        """Start of the words before `ws` that presidio's context look-back can reach: it collects
-        context_prefix_count + 1 non-stop, non-punctuation tokens (the entity's own token may be one)."""
-        need = self.ctx_before + 1
-        if need <= 1 or ws == 0:
-            return ws
-        lo = max(0, ws - self.cfg.max_context_chars)
-        chunk = text[lo:ws]
-        words = list(_WORD.finditer(chunk))
-        if lo > 0 and words and words[0].start() == 0 and not text[lo - 1].isspace():
-            words = words[1:]  # a word cut by the char limit: start at the next whole word
-        start = ws
-        for m in reversed(words):
-            start = lo + m.start()
-            if self._qualifies(m.group()):
-                need -= 1
-                if need == 0:
-                    break
-        return start
-
-    def detect_batch(self, texts: list[str], languages: list[str | None] | None = None,
-                     stats: PiiStats | None = None) -> list[list[Span]]:
-        """Presidio-equivalent detections (possibly overlapping, score >= threshold) per text."""
-        cfg = self.cfg
-        results: list[list[Span]] = [[] for _ in texts]
-        if self.analyzer:
-            jobs = []  # (doc index, offset, text, entity types)
-            for i, t in enumerate(texts):
-                if cfg.fast_path:  # windows, each with the types of its candidates (a result overlaps one)
-                    jobs += [(i, a, t[a:b], [e for e in self.pattern_entities if e in kinds])
-                             for a, b, kinds in self.windows(t)]
-                else:
-                    jobs += [(i, a, piece, self.pattern_entities) for a, piece in _pieces(t, 500_000)]
-            if stats is not None:
-                stats.windows += len(jobs) if cfg.fast_path else 0
-                stats.chars_analyzed += sum(len(j[2]) for j in jobs)
-            self._presidio(self.analyzer, jobs, results)
-        if self.ner:
-            self._presidio(self.ner, [(i, a, piece, ["PERSON"]) for i, t in enumerate(texts)
-                                      if not (languages and languages[i] and languages[i] != self.ner_lang)
-                                      for a, piece in _pieces(t, 100_000)], results, batch_size=32)
-        return results
-
-    def _presidio(self, engine, jobs: list[tuple], results: list[list[Span]], batch_size: int = 256) -> None:
-        """engine.analyze on each job (doc index, offset, text, entities), its spaCy pipeline run with
-        nlp.pipe over <= batch_chars characters at a time; the spans, shifted by offset, go to results."""
-        start = 0
-        while start < len(jobs):
-            end, size = start, 0
-            while end < len(jobs) and (end == start or size < self.cfg.batch_chars):
-                size += len(jobs[end][2])
-                end += 1
-            batch = jobs[start:end]
-            arts = engine.nlp_engine.process_batch([j[2] for j in batch], PATTERN_LANG, batch_size=batch_size)
-            for (i, off, text, ents), (_, art) in zip(batch, arts):
-                for r in engine.analyze(text=text, language=PATTERN_LANG, entities=ents,
-                                        score_threshold=self.cfg.score_threshold, nlp_artifacts=art):
-                    results[i].append(Span(r.entity_type, off + r.start, off + r.end, float(r.score)))
-            start = end
-
-    def detect(self, text: str, language: str | None = None) -> list[Span]:
-        return self.detect_batch([text], [language])[0]
-
-    # ---- replacement -------------------------------------------------------------------------
-
-    def replace(self, text: str, spans: list[Span]) -> tuple[str, list[Span]]:
-        regions = merge_spans(spans)
-        parts, pos = [], 0
-        for r in regions:
-            parts.append(text[pos:r.start])
-            parts.append(f"<{r.type}>" if self.cfg.replacement == "placeholder"
-                         else fake_value(r.type, text[r.start:r.end], self.cfg.seed))
-            pos = r.end
-        parts.append(text[pos:])
-        return "".join(parts), regions
-
-    def scrub(self, text: str, language: str | None = None) -> tuple[str, list[dict]]:
-        """(scrubbed text, [{type, start, end}] of the replaced regions, offsets in the original
-        text in Python characters, non-overlapping, sorted)."""
-        return self.scrub_batch([text], [language])[0]
-
-    def scrub_batch(self, texts: list[str | None], languages: list[str | None] | None = None,
-                    stats: PiiStats | None = None) -> list[tuple[str | None, list[dict]]]:
-        st = stats if stats is not None else PiiStats()
-        t0 = time.perf_counter()
-        langs = languages or [None] * len(texts)
-        keep = self.cfg.languages
-        skip = [bool(t) and keep is not None and langs[i] is not None and langs[i] not in keep
-                for i, t in enumerate(texts)]  # an unknown language (None) is scrubbed
-        todo = [i for i, t in enumerate(texts) if t and not skip[i]]
-        st.docs += len(texts)
-        st.docs_scrubbed += len(todo)
-        st.skipped_language += sum(skip)
-        st.chars += sum(len(texts[i]) for i in todo)
-        out: list[tuple[str | None, list[dict]]] = [(t, []) for t in texts]
-        try:
-            found = self.detect_batch([texts[i] for i in todo], [langs[i] for i in todo], st)
-        except Exception:  # noqa: BLE001 - one bad document must not stop the batch: redo one by one
-            found = []
-            for i in todo:
-                try:
-                    found.append(self.detect_batch([texts[i]], [langs[i]])[0])
-                except Exception as e:  # noqa: BLE001
-                    st.errors[f"scrub_error:{type(e).__name__}"] += 1  # the type only: messages can quote text
-                    found.append(None)
-        for i, spans in zip(todo, found):
-            if spans is None:
-                out[i] = ("", [{"type": "SCRUB_ERROR", "start": 0, "end": len(texts[i])}])  # never pass unscrubbed
-                continue
-            new, regions = self.replace(texts[i], spans)
-            if regions:
-                st.docs_with_pii += 1
-                st.replacements.update(r.type for r in regions)
-            out[i] = (new, [{"type": r.type, "start": r.start, "end": r.end} for r in regions])
-        st.seconds += time.perf_counter() - t0
-        return out
-
-    def scrub_table(self, table, stats: PiiStats | None = None, text_column: str | None = "text",
-                    also: list[str] | None = None):
-        """A pyarrow table with `text_column` scrubbed and a `pii` column (list of {type, start, end})
-        added, and the string columns in `also` (default: the config's extra_columns) scrubbed too
-        (counted in stats.replacements, no spans). text_column=None: only `also`, no `pii` column
-        (e.g. url/detail of removed records)."""
-        import pyarrow as pa
-
-        langs = table.column("language").to_pylist() if "language" in table.column_names else None
-        for col in (self.cfg.extra_columns if also is None else also):
-            if col not in table.column_names or col == text_column:
-                continue
-            side = PiiStats()
-            res = self.scrub_batch(table.column(col).to_pylist(), langs, side)
-            if stats is not None:
-                stats.replacements.update(side.replacements)
-                stats.errors.update(side.errors)
-            idx = table.column_names.index(col)
-            table = table.set_column(idx, table.schema.field(col), pa.array([r[0] for r in res], pa.string()))
-        if text_column is None:
-            return table
-        res = self.scrub_batch(table.column(text_column).to_pylist(), langs, stats)
-        idx = table.column_names.index(text_column)
-        table = table.set_column(idx, table.schema.field(text_column), pa.array([r[0] for r in res], pa.string()))
-        pii = pa.array([r[1] for r in res], PII_TYPE)
-        if "pii" in table.column_names:
-            return table.set_column(table.column_names.index("pii"), pa.field("pii", PII_TYPE), pii)
-        return table.append_column(pa.field("pii", PII_TYPE), pii)
-
-    def describe(self) -> dict:
-        return {"entities": list(self.cfg.entities), "pattern_entities": self.pattern_entities,
-                "ner": self.ner_status, "ner_model": self.ner_model, "pattern_model": "spacy.blank('en') + "
-                "lower-case lemma, generated locally", "fast_path": self.cfg.fast_path}
-
-
-def _pieces(text: str, size: int) -> list[tuple[int, str]]:
-    """Cut text into pieces of <= size chars at whitespace (spaCy refuses texts over 1 M chars)."""
-    if len(text) <= size:
-        return [(0, text)]
-    out, pos = [], 0
-    while pos < len(text):
-        end = min(len(text), pos + size)
-        if end < len(text):
-            cut = max(text.rfind("\n", pos + size // 2, end), text.rfind(" ", pos + size // 2, end))
-            end = cut + 1 if cut > pos else end
-        out.append((pos, text[pos:end]))
-        pos = end
-    return out
-
-
-def _pii_type():
-    import pyarrow as pa
-
-    return pa.list_(pa.struct([("type", pa.string()), ("start", pa.int64()), ("end", pa.int64())]))
-
-
-PII_TYPE = _pii_type()
-
-
-@lru_cache(maxsize=4)
-def scrubber_for(cfg_json: str) -> Scrubber:
-    """Per-process cache: one engine per worker, not per file."""
-    return Scrubber(PiiConfig.model_validate_json(cfg_json), warn=False)  # run() has said it once
-
-
-# --------------------------------------------------------------------------------------------------
-# Parquet in, Parquet out
+MARKERS = "_tasks/pii"  # the PII step's completion markers, under the folder it writes
 
 
 def out_name(path: str) -> str:
@@ -479,6 +45,26 @@ def out_names(paths: list[str]) -> list[str]:
             for n, p in zip(names, paths)]
 
 
+def file_state(path: str) -> list | None:
+    """What tells one version of a file from another, for the markers: [size, mtime in ns] (a URL:
+    fsspec's size and ETag or modification time); None when there is no such file."""
+    try:
+        if is_url(path):
+            import fsspec
+
+            fs, p = fsspec.core.url_to_fs(path)
+            info = fs.info(p)
+            return [info.get("size"), str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "")]
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except FileNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# One file
+
+
 def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, progress: bool = False,
                name: str | None = None, input_label: str | None = None) -> dict:
     """One curated Parquet file -> OUT/curated/<name> with scrubbed `text` and a `pii` column."""
@@ -487,80 +73,130 @@ def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, pr
     from tqdm import tqdm
 
     from crawlmix.io.paths import open_binary
+    from crawlmix.runtime.atomic import ParquetSink
 
     cfg = PiiConfig.model_validate_json(cfg_json)
     scrubber = scrubber_for(cfg_json)
     st = PiiStats()
     dest = Path(out_dir) / "curated" / (name or out_name(path))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    with open_binary(path) as fh:
-        pf = pq.ParquetFile(fh)
-        schema = pf.schema_arrow
-        if "text" not in schema.names:
-            raise ValueError(f"{path}: no `text` column")
-        if "pii" in schema.names:
-            schema = schema.remove(schema.get_field_index("pii"))
-        meta = dict(schema.metadata or {})
-        meta.update({b"pii_config_hash": cfg.digest().encode(), b"pii_seed": str(cfg.seed).encode(),
-                     b"pii_crawlmix_version": __version__.encode(), b"pii_input": (input_label or path).encode()})
-        schema = schema.append(pa.field("pii", PII_TYPE)).with_metadata(meta)
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        bar = tqdm(total=pf.metadata.num_rows, desc=out_name(path)[:30], unit="doc", disable=not progress)
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            table = pa.Table.from_batches([batch])
-            if "pii" in table.column_names:
-                table = table.drop_columns(["pii"])
-            out = scrubber.scrub_table(table, st)
-            writer.write_table(out.cast(schema))
-            bar.update(table.num_rows)
-        bar.close()
-        writer.close()
-    os.replace(tmp, dest)
+    sink = None
+    try:
+        with open_binary(path) as fh:
+            pf = pq.ParquetFile(fh)
+            schema = pf.schema_arrow
+            if "text" not in schema.names:
+                raise ValueError(f"{path}: no `text` column")
+            if "pii" in schema.names:
+                schema = schema.remove(schema.get_field_index("pii"))
+            meta = dict(schema.metadata or {})
+            meta.update({b"pii_config_hash": cfg.digest().encode(), b"pii_seed": str(cfg.seed).encode(),
+                         b"pii_crawlmix_version": __version__.encode(), b"pii_input": (input_label or path).encode()})
+            schema = schema.append(pa.field("pii", PII_TYPE)).with_metadata(meta)
+            sink = ParquetSink(dest, schema)  # the file appears on close(), complete
+            with tqdm(total=pf.metadata.num_rows, desc=out_name(path)[:30], unit="doc", disable=not progress) as bar:
+                for batch in pf.iter_batches(batch_size=batch_rows):
+                    table = pa.Table.from_batches([batch])
+                    if "pii" in table.column_names:
+                        table = table.drop_columns(["pii"])
+                    sink.add_table(scrubber.scrub_table(table, st).cast(schema))
+                    bar.update(table.num_rows)
+        sink.close()  # published after the input is closed: in place, the input is the file it replaces
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     return {"input": path, "output": str(dest), **st.to_dict()}
 
 
-def scrub_crawl_task(curated: str, removed: list[str], cfg_json: str) -> dict:
-    """The PII step of crawl.py for one task: its curated file in place (text + `pii` column), and the
-    url/detail columns of its removed files. Files already scrubbed with this config are left alone."""
+def scrub_removed_file(path: str, cfg_json: str) -> dict:
+    """A removed-records file in place: its url and detail columns scrubbed, this config's hash added."""
     import pyarrow.parquet as pq
 
-    cfg = PiiConfig.model_validate_json(cfg_json)
-    done = cfg.digest().encode()
+    from crawlmix.runtime.atomic import write_table
+
+    digest = PiiConfig.model_validate_json(cfg_json).digest()
+    meta = pq.read_schema(path).metadata or {}
+    st = PiiStats()
+    table = scrubber_for(cfg_json).scrub_table(pq.read_table(path), st, text_column=None, also=["url", "detail"])
+    write_table(path, table.replace_schema_metadata({**meta, b"pii_config_hash": digest.encode()}))
+    return {"input": path, **st.to_dict()}
+
+
+# --------------------------------------------------------------------------------------------------
+# The crawl's PII step
+
+
+def scrub_crawl_task(curated: str, removed: list[str], cfg_json: str) -> dict | None:
+    """The PII step of the crawl for one task: its curated file in place (text + `pii` column) and the
+    url/detail columns of its removed files, each marked done in <crawl output>/_tasks/pii/ once written.
+
+    A file whose marker describes it as it is now is left alone (its recorded stats count again). A
+    rewritten file (dedup writes curated/ again on every run) no longer matches its marker and is
+    scrubbed again. Scrubbing in place must never run twice on one file (the `pii` spans would then
+    describe scrubbed text, fakes would be faked again), so a file without a current marker that
+    already carries this config's `pii_config_hash` (published, then a crash before its marker) is
+    only marked. Returns the summed stats of the task's files, or None when there were none."""
+    import pyarrow.parquet as pq
+
+    digest = PiiConfig.model_validate_json(cfg_json).digest()
+    root = Path(curated).parent.parent  # the crawl's output folder
+    done = Completion(root, digest, folder=MARKERS)
     parts = []
-    if (pq.read_schema(curated).metadata or {}).get(b"pii_config_hash") != done:
-        parts.append(scrub_file(curated, str(Path(curated).parent.parent), cfg_json, name=Path(curated).name,
-                                input_label=f"curated/{Path(curated).name}"))  # in place: no run-specific path
-    for path in removed:
-        meta = pq.read_schema(path).metadata or {}
-        if meta.get(b"pii_config_hash") == done:
+    for path in [curated, *removed]:
+        name = f"{Path(path).parent.name}/{Path(path).name}"  # curated/<task>.parquet, removed/<task>...parquet
+        rec = done.get(name)
+        if rec is not None and rec.get("file") == file_state(path):
+            parts.append(rec.get("stats"))
             continue
-        st = PiiStats()
-        table = scrubber_for(cfg_json).scrub_table(pq.read_table(path), st, text_column=None, also=["url", "detail"])
-        table = table.replace_schema_metadata({**meta, b"pii_config_hash": done})
-        tmp = path + ".tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-        parts.append({"input": path, **st.to_dict()})
+        if (pq.read_schema(path).metadata or {}).get(b"pii_config_hash") == digest.encode():
+            done.mark(name, {"file": file_state(path), "stats": None})  # scrubbed already: never twice
+            continue
+        if path == curated:  # in place, labelled without the run's own path
+            part = scrub_file(path, str(root), cfg_json, name=Path(path).name, input_label=name)
+        else:
+            part = scrub_removed_file(path, cfg_json)
+        done.mark(name, {"file": file_state(path), "stats": part})
+        parts.append(part)
+    parts = [p for p in parts if p]
     return merge_pii_stats(parts) if parts else None
 
 
 def merge_pii_stats(parts: list[dict]) -> dict:
-    """Sum per-file PII stats (crawl.py and pii.py both report the total)."""
+    """Sum per-file PII stats (the crawl and pipelines/pii.py both report the total)."""
     tot = PiiStats()
     for p in parts:
-        s = PiiStats(**{k: p[k] for k in ("docs", "docs_scrubbed", "docs_with_pii", "skipped_language", "chars",
-                                           "chars_analyzed", "windows", "seconds")})
-        s.errors.update(p["errors"])
-        s.replacements.update(p["replacements"])
-        tot.add(s)
+        tot.add(PiiStats.from_dict(p))
     return tot.to_dict()
 
 
-def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, progress: bool = True) -> dict:
-    import datetime as dt
+# --------------------------------------------------------------------------------------------------
+# Many files: pipelines/pii.py
 
-    from tqdm import tqdm
+
+def scrub_task(path: str, out_dir: str, cfg_json: str, name: str, progress: bool = False) -> dict:
+    """run()'s task: one input file -> OUT/curated/<name>, then its marker."""
+    before = file_state(path)
+    part = scrub_file(path, out_dir, cfg_json, progress=progress, name=name)
+    Completion(out_dir, PiiConfig.model_validate_json(cfg_json).digest(), folder=MARKERS).mark(
+        name, {"input": path, "input_file": before, "output_file": file_state(part["output"]), "stats": part})
+    return part
+
+
+def finished(done: Completion, path: str, name: str, dest: Path) -> dict | None:
+    """The recorded stats of OUT/curated/<name> when it was scrubbed under this config from `path` as
+    that input is now, and is itself still as it was written; else None (scrub it)."""
+    rec = done.get(name)
+    if rec is None or rec.get("input") != path or rec.get("output_file") != file_state(str(dest)):
+        return None
+    in_place = not is_url(path) and Path(path).resolve() == dest.resolve()  # the input is the output
+    return rec.get("stats") if in_place or rec.get("input_file") == file_state(path) else None
+
+
+def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, progress: bool = True,
+        ray: bool | None = None, overwrite: bool = False) -> dict:
+    """Scrub every input into OUT/curated/; files finished before (markers) are not scrubbed again.
+    ray: True runs the files on Ray, None on Ray only when one is running or RAY_ADDRESS is set."""
+    import datetime as dt
 
     from crawlmix.runtime.atomic import write_json
 
@@ -568,22 +204,24 @@ def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, prog
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_json = cfg.model_dump_json()
     scrub = Scrubber(cfg)  # fail early (and say what NER does) before any work
-    names = out_names(inputs)
-    parts = []
-    if workers <= 1 or len(inputs) <= 1:
-        for p, n in zip(inputs, names):
-            parts.append(scrub_file(p, str(out_dir), cfg_json, progress=progress, name=n))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-            futs = [ex.submit(scrub_file, p, str(out_dir), cfg_json, name=n) for p, n in zip(inputs, names)]
-            for f in tqdm(futs, desc="pii", unit="file", disable=not progress):
-                parts.append(f.result())
+    done = Completion(out_dir, cfg.digest(), folder=MARKERS)
+    if overwrite:
+        done.clear()
+    parts, todo = [], []
+    for p, n in zip(inputs, out_names(inputs)):
+        rec = finished(done, p, n, out_dir / "curated" / n)
+        if rec is not None:
+            parts.append(rec)
+        else:
+            todo.append((p, n))
+    ex = Executor.auto(max(1, min(workers, len(todo))), progress, ray=ray)
+    per_doc = progress and ex.backend == "inline"  # a bar per file only where files run one at a time
+    if todo:
+        parts += ex.map(scrub_task, [(p, str(out_dir), cfg_json, n, per_doc) for p, n in todo], desc="pii")
     stats = {"stage": "pii", "crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed,
              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "output": str(out_dir),
-             "inputs": len(inputs), "workers": workers, "wall_s": round(time.perf_counter() - t0, 2),
+             "inputs": len(inputs), "workers": workers, "backend": ex.backend, "scrubbed": len(todo),
+             "resumed": len(inputs) - len(todo), "wall_s": round(time.perf_counter() - t0, 2),
              **scrub.describe(), "pii": merge_pii_stats(parts), "files": sorted(parts, key=lambda x: x["input"])}
     write_json(out_dir / "stats.json", stats)
     write_json(out_dir / "config.json", {"pii": cfg.model_dump(mode="json")})
@@ -593,7 +231,8 @@ def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, prog
 def summary(stats: dict) -> str:
     p = stats["pii"]
     lines = [f"crawlmix {stats['crawlmix_version']}  pii  config={stats['config_hash']}  seed={stats['seed']}  "
-             f"files={stats['inputs']}  wall={stats['wall_s']}s",
+             f"files={stats['inputs']} (scrubbed {stats['scrubbed']}, done before {stats['resumed']})  "
+             f"backend={stats['backend']}  wall={stats['wall_s']}s",
              f"output: {stats['output']}/curated/*.parquet  stats.json",
              f"docs {p['docs']}  scrubbed {p['docs_scrubbed']}  with PII {p['docs_with_pii']}  "
              f"(presidio read {100 * p['analyzed_frac']:.1f}% of {p['chars']} chars)",
@@ -612,12 +251,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pii.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Writes OUTPUT/curated/<file>.parquet (scrubbed `text` + `pii` spans of the "
-                                        "original text) and OUTPUT/stats.json (replacements per entity type).")
+                                        "original text), OUTPUT/stats.json (replacements per entity type) and a "
+                                        "marker per file in OUTPUT/_tasks/pii/ (a rerun skips finished files).")
     ap.add_argument("--input", action="append", required=True, metavar="PARQUET_GLOB",
                     help="curated Parquet file(s) with a `text` column; repeatable")
     ap.add_argument("--output", required=True, metavar="DIR")
     ap.add_argument("--config", metavar="YAML", help="pii config, or a job YAML with a `pii:` section")
-    ap.add_argument("--workers", type=int, default=1, help="processes, one presidio engine each (default 1)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="files at a time, one presidio engine each (default 1); with --ray, the CPUs of a local Ray")
+    ap.add_argument("--ray", action="store_true",
+                    help="run the files as Ray tasks: on the cluster at RAY_ADDRESS, else on a local Ray "
+                         "(a set RAY_ADDRESS means Ray even without this flag)")
+    ap.add_argument("--overwrite", action="store_true", help="scrub every file again (ignore completion markers)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -627,7 +272,12 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stats = run(inputs, Path(a.output), cfg, max(1, a.workers), progress=not a.no_progress)
+    try:
+        stats = run(inputs, Path(a.output), cfg, max(1, a.workers), progress=not a.no_progress,
+                    ray=True if a.ray else None, overwrite=a.overwrite)
+    except TaskError as e:  # every other file was scrubbed and marked: a rerun does only the failed ones
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(summary(stats))
     return 0
 

@@ -1,7 +1,7 @@
 """Phone numbers for the PII stage, fast: digit chains, and which of presidio's regions libphonenumber
 could find a number for in each (PhoneFilter, read from libphonenumber's own metadata), so presidio's
 PhoneRecognizer runs only there (ChainPhoneRecognizer). Same results as presidio on the whole text:
-docs/pii.md; tests/test_pii.py checks it. Used by pipelines/pii.py and pipelines/pii_engine.py.
+docs/pii.md; tests/pii/test_pii.py checks it. Used by crawlmix/pii/scrub.py and crawlmix/pii/engine.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import bisect
 import re
 from functools import lru_cache
 
-# Digit chains (the candidate scan of pipelines/pii.py starts from them).
+# Digit chains (the candidate scan of crawlmix/pii/scrub.py starts from them).
 _GAP = r"(?:[^\w]|[xX_\u30fc]){0,4}"  # libphonenumber: <= 4 punctuation chars (incl. 'x') between digit blocks
 # Digit chains with >= 4 digits: every phone number (libphonenumber accepts 4-digit numbers for
 # presidio's regions, e.g. '1640'), card number (>= 13 digits), SSN (9), IPv4 (>= 4) lies in one.
@@ -29,7 +29,7 @@ def _first_lead(lead: str) -> int:
 # Phone numbers. presidio's PhoneRecognizer runs libphonenumber's matcher once per region (8 by
 # default): 0.3-1.3 ms per digit chain, most of the time on PII-dense text. PhoneFilter tells from
 # libphonenumber's metadata which regions could match on a chain at all, and ChainPhoneRecognizer runs
-# presidio's recognizer only there (docs/pii.md; tests/test_pii.py checks it against libphonenumber).
+# presidio's recognizer only there (docs/pii.md; tests/pii/test_pii.py checks it against libphonenumber).
 
 _EXT = None  # libphonenumber's extension pattern (the tail of its candidate pattern), compiled lazily
 

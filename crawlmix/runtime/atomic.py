@@ -10,18 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # pyarrow is imported where Parquet is written (the mixer never needs it)
+    import pyarrow as pa
 
 TMP_SUFFIX = ".tmp"
 
 
-def tmp_path(path: str | Path) -> Path:
+def tmp_path(path: str | Path, unique: bool = False) -> Path:
+    """``NAME.tmp`` beside ``path``; ``unique`` when several processes may write the same file at once
+    (a per-machine cache): ``NAME.<pid>-<random>.tmp``."""
     path = Path(path)
-    return path.with_name(path.name + TMP_SUFFIX)
+    tag = f".{os.getpid()}-{uuid.uuid4().hex[:8]}" if unique else ""
+    return path.with_name(path.name + tag + TMP_SUFFIX)
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
@@ -30,12 +35,12 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | Path, mkdir: bool = True, unique: bool = False) -> Iterator[Path]:
     """Yields the temporary path to write; on success it becomes ``path``, on error it is removed."""
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
+    tmp = tmp_path(path, unique)
     try:
         yield tmp
     except BaseException:
@@ -46,9 +51,9 @@ def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", **kw):
+def atomic_open(path: str | Path, mode: str = "wb", unique: bool = False, **kw):
     """``open`` on the temporary file; published when the block ends without an error."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kw) as f:
+    with atomic_path(path, unique=unique) as tmp, open(tmp, mode, **kw) as f:
         yield f
 
 
@@ -67,6 +72,8 @@ def write_json(path: str | Path, data, indent: int | None = 2) -> None:
 
 
 def write_table(path: str | Path, table: pa.Table, compression: str | None = "zstd", **kw) -> None:
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression=compression, **kw)
 
@@ -82,7 +89,7 @@ class ParquetSink:
         self.compression = None if compression == "none" else compression
         self.rows_per_group = rows_per_group
         self.buf: list[dict] = []
-        self.writer: pq.ParquetWriter | None = None
+        self.writer = None  # a pyarrow.parquet.ParquetWriter once the first rows come
         self.rows = 0
 
     def add(self, row: dict) -> None:
@@ -98,10 +105,14 @@ class ParquetSink:
 
     def _open(self) -> None:
         if self.writer is None:
+            import pyarrow.parquet as pq
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(self.tmp, self.schema, compression=self.compression)
 
     def _flush(self) -> None:
+        import pyarrow as pa
+
         self._open()
         if self.buf:
             self.writer.write_table(pa.Table.from_pylist(self.buf, schema=self.schema))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +89,7 @@ def ray_running() -> bool:
 
 # -- process pool plumbing: shared values reach each worker once, through the initializer ----------
 _SHARED: dict[int, tuple] = {}
+_TOKENS = itertools.count()
 
 
 def _pool_init(token: int, shared: tuple) -> None:
@@ -178,27 +178,29 @@ class Executor:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 
-        token = id(shared) ^ threading.get_ident()
+        token = next(_TOKENS)
         init = {"initializer": _pool_init, "initargs": (token, shared)} if shared else {}
         if self.start_method == "fork":  # forked workers see the driver's memory: no pickling of shared
             _SHARED[token] = shared
             init = {}
-        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context(self.start_method), **init) as ex:
-            pending: dict = {}
-            todo = iter(todo)
-            while True:
-                for i, args in itertools.islice(todo, max(0, self.max_in_flight - len(pending))):
-                    pending[ex.submit(_pool_call, fn, args, token)] = (i, args)
-                if not pending:
-                    break
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i, args = pending.pop(fut)
-                    try:
-                        yield Outcome(i, args, fut.result())
-                    except Exception as e:  # noqa: BLE001 - includes a worker that died (BrokenProcessPool)
-                        yield Outcome(i, args, error=e)
-        _SHARED.pop(token, None)
+        try:  # the driver's reference goes when the caller stops early or raises, too
+            with ProcessPoolExecutor(self.workers, mp_context=mp.get_context(self.start_method), **init) as ex:
+                pending: dict = {}
+                todo = iter(todo)
+                while True:
+                    for i, args in itertools.islice(todo, max(0, self.max_in_flight - len(pending))):
+                        pending[ex.submit(_pool_call, fn, args, token)] = (i, args)
+                    if not pending:
+                        break
+                    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i, args = pending.pop(fut)
+                        try:
+                            yield Outcome(i, args, fut.result())
+                        except Exception as e:  # noqa: BLE001 - includes a worker that died (BrokenProcessPool)
+                            yield Outcome(i, args, error=e)
+        finally:
+            _SHARED.pop(token, None)
 
     def _ray(self, fn, todo, shared, res) -> Iterator[Outcome]:
         ray = init_ray(self.workers)

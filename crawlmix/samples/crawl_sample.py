@@ -20,7 +20,6 @@ import gzip
 import io
 import json
 import random
-import sys
 import uuid
 from pathlib import Path
 

@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import random
-import sys
 from pathlib import Path
 
 

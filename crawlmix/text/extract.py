@@ -17,8 +17,6 @@ Run alone:  python pipelines/extract.py FILE.warc.gz [--engine trafilatura]
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 
 # trafilatura settings: its default precision/recall balance, no fallback extractors

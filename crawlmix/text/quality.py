@@ -8,10 +8,6 @@ user rules choose their own languages.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-
 from crawlmix.filters.signals import compute
 from crawlmix.text.config import QualityConfig
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tarfile
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import xxhash
 
 
+from crawlmix.runtime.atomic import atomic_open
 from crawlmix.text.config import UrlFilterConfig
 
 _NEW_TLDEXTRACT = hasattr(__import__("tldextract").tldextract.ExtractResult, "top_domain_under_public_suffix")
@@ -54,9 +54,8 @@ def _ut1_hashes(member: str) -> np.ndarray:
             data = tar.extractfile(member).read().decode("utf-8", "ignore")
         hashes = np.unique(np.fromiter((_h(x.strip()) for x in data.splitlines() if x and x[0] != "#"),
                                        dtype=np.uint64))
-        tmp = out.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, hashes)
-        os.replace(tmp, out)
+        with atomic_open(out, unique=True) as f:  # workers of a node may build it at once
+            np.save(f, hashes)
     return np.load(out, mmap_mode="r")
 
 

@@ -8,15 +8,17 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crawlmix.runtime.config import ConfigError
-from crawlmix.pii.job import PII_TYPE, PiiStats, Scrubber, Span, fake_value, merge_spans
-from crawlmix.pii.engine import resolve_ner_model
 from crawlmix.pii.config import PATTERN_ENTITIES, PiiConfig, load_pii_config
+from crawlmix.pii.engine import resolve_ner_model
+from crawlmix.pii.scrub import Scrubber
+from crawlmix.pii.spans import PII_TYPE, PiiStats, Span, fake_value, merge_spans
+from crawlmix.runtime.config import ConfigError
 from tests.conftest import ROOT, shared
 
 PAT = list(PATTERN_ENTITIES)
@@ -446,7 +448,7 @@ def deny(*a, **k):
 socket.socket.connect = deny
 socket.create_connection = deny
 socket.getaddrinfo = deny
-from crawlmix.pii.job import Scrubber
+from crawlmix.pii.scrub import Scrubber
 from crawlmix.pii.config import PiiConfig
 s = Scrubber(PiiConfig(entities=["EMAIL_ADDRESS", "IP_ADDRESS"]))
 new, spans = s.scrub("mail bob@example.co.uk from 10.0.0.1")
@@ -509,3 +511,108 @@ def test_same_file_names_do_not_collide(tmp_path):
 
     names = out_names(["/a/curated/x.parquet", "/b/curated/x.parquet", "/c/y.parquet"])
     assert len(set(names)) == 3 and names[2] == "y.parquet"
+
+
+# ---- resume: completion markers ------------------------------------------------------------------------
+
+
+def _mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.parquet"))}
+
+
+def test_run_resumes_from_markers_and_redoes_what_changed(tmp_path):
+    from crawlmix.pii.job import MARKERS, run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        _curated(src / f"part-{i}.parquet")
+    inputs = sorted(str(p) for p in src.glob("*.parquet"))
+    out, cfg = tmp_path / "out", PiiConfig(entities=PAT)
+    first = run(inputs, out, cfg, progress=False)
+    assert (first["scrubbed"], first["resumed"], first["backend"]) == (3, 0, "inline")
+    assert sorted(p.name for p in (out / MARKERS).glob("*.json")) == [f"part-{i}.parquet.json" for i in range(3)]
+    written = _mtimes(out / "curated")
+    again = run(inputs, out, cfg, progress=False)
+    assert (again["scrubbed"], again["resumed"]) == (0, 3) and _mtimes(out / "curated") == written
+    assert again["pii"]["replacements"] == first["pii"]["replacements"]  # recorded stats count again
+
+    _curated(src / "part-1.parquet")  # an input written again, an output removed: those two are redone
+    (out / "curated" / "part-2.parquet").unlink()
+    third = run(inputs, out, cfg, progress=False)
+    assert (third["scrubbed"], third["resumed"]) == (2, 1)
+    assert _mtimes(out / "curated")["part-0.parquet"] == written["part-0.parquet"]
+    other = run(inputs, out, PiiConfig(entities=PAT, seed=1), progress=False)  # another config: all again
+    assert other["scrubbed"] == 3
+    assert run(inputs, out, PiiConfig(entities=PAT, seed=1), progress=False, overwrite=True)["scrubbed"] == 3
+
+
+def _crawl_task_files(out):
+    (out / "curated").mkdir(parents=True)
+    (out / "removed").mkdir()
+    _curated(out / "curated" / "t.parquet")
+    pq.write_table(pa.table({"id": ["r1"], "url": ["mailto:jane@example.com"], "detail": ["from 10.1.2.3"]}),
+                   out / "removed" / "t.parquet")
+    return str(out / "curated" / "t.parquet"), [str(out / "removed" / "t.parquet")]
+
+
+def test_crawl_task_in_place_markers(tmp_path):
+    """The crawl's PII step: scrubbed once; a rerun leaves the files alone; a curated file written again
+    (dedup rewrites curated/ on every crawl run) is scrubbed again; a file published without its marker
+    (a crash in between) is marked, never scrubbed twice."""
+    from crawlmix.pii.job import MARKERS, merge_pii_stats, scrub_crawl_task
+
+    out = tmp_path / "crawl"
+    curated, removed = _crawl_task_files(out)
+    cfg_json = PiiConfig(entities=PAT, replacement="fake").model_dump_json()
+    first = scrub_crawl_task(curated, removed, cfg_json)
+    assert first["replacements"] == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 2, "IBAN_CODE": 1, "IP_ADDRESS": 2,
+                                     "PHONE_NUMBER": 2, "US_SSN": 1}
+    assert merge_pii_stats([first]) == first
+    markers = out / MARKERS
+    assert sorted(p.relative_to(markers).as_posix() for p in markers.rglob("*.json")) == \
+        ["curated/t.parquet.json", "removed/t.parquet.json"]
+    scrubbed = {p: Path(p).read_bytes() for p in [curated, *removed]}
+    assert "jane@example.com" not in str(pq.read_table(removed[0]).to_pylist())
+    assert pq.read_schema(curated).metadata[b"pii_input"] == b"curated/t.parquet"
+    state = {p: Path(p).stat().st_mtime_ns for p in scrubbed}
+
+    assert scrub_crawl_task(curated, removed, cfg_json)["replacements"] == first["replacements"]
+    assert {p: Path(p).stat().st_mtime_ns for p in scrubbed} == state  # nothing written
+
+    _curated(Path(curated))  # as dedup does on a rerun: the curated file again, unscrubbed
+    assert scrub_crawl_task(curated, removed, cfg_json)["docs"] == 6  # the curated file only
+    assert {p: Path(p).read_bytes() for p in scrubbed} == scrubbed
+    assert Path(removed[0]).stat().st_mtime_ns == state[removed[0]]
+
+    for m in markers.rglob("*.json"):
+        m.unlink()
+    assert scrub_crawl_task(curated, removed, cfg_json) is None  # nothing scrubbed, nothing to count
+    assert {p: Path(p).read_bytes() for p in scrubbed} == scrubbed  # fakes not faked again, spans kept
+    assert len(list(markers.rglob("*.json"))) == 2
+
+
+@pytest.mark.slow
+def test_cli_runs_on_a_local_ray(tmp_path):
+    """pipelines/pii.py --ray: the files are Ray tasks on a local Ray; the output is byte for byte the
+    in-process one."""
+    import os
+
+    from crawlmix.pii.job import run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        _curated(src / f"part-{i}.parquet")
+    run(sorted(str(p) for p in src.glob("*.parquet")), tmp_path / "inline", PiiConfig(), progress=False)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "pii.py"), "--ray", "--workers", "2",
+                        "--input", str(src / "*.parquet"), "--output", str(tmp_path / "ray"), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = r.stdout + r.stderr
+    assert "backend=ray" in r.stdout and "Started a local Ray instance" in log, log[-3000:]
+    stats = json.loads((tmp_path / "ray" / "stats.json").read_text())
+    assert stats["backend"] == "ray" and stats["scrubbed"] == 2
+    for name in ("part-0.parquet", "part-1.parquet"):
+        assert (tmp_path / "ray" / "curated" / name).read_bytes() == (tmp_path / "inline" / "curated" / name).read_bytes()

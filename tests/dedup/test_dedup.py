@@ -14,11 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import regex
 
-from crawlmix.dedup import job as dedup
+from crawlmix.dedup import signatures
 from crawlmix.dedup.config import DedupConfig
-from crawlmix.dedup.job import MinHasher, run_dedup, tokens
+from crawlmix.dedup.job import load_config, run_dedup
+from crawlmix.dedup.signatures import MinHasher, tokens
+from crawlmix.runtime.executor import Executor
 from crawlmix.text.schema import CURATED_SCHEMA
 from tests.conftest import ROOT
+
+INLINE = Executor("inline", progress=False)
 
 WORDS = ("river bridge market town valley farmer weaver trader stone century morning crossing coast hill "
          "flood timber pier bedrock repair parish book library reader harbour council lane cycle survey bee "
@@ -56,7 +60,7 @@ def test_known_clusters_exactly(tmp_path):
             ("a_edit", edit(a, 3, 7)), ("b", b), ("b_punct", b.replace(" ", ", ", 5).upper()),
             ("c", c), ("other", article(4))]
     f = write(tmp_path / "in.parquet", docs)
-    stats = run_dedup([f], tmp_path / "out", DedupConfig(), workers=1, progress=False)
+    stats = run_dedup([f], tmp_path / "out", DedupConfig(), INLINE)
     rem = removed_map(tmp_path / "out")
     # same date: the longer text (b_punct, with its added commas) is kept
     assert rem == {"a": ("a_copy", "exact"), "a_edit": ("a_copy", "minhash"), "b": ("b_punct", "exact")}
@@ -69,18 +73,88 @@ def test_cross_file_and_rerun_identical(tmp_path):
     a = article(11, 300)
     f1 = write(tmp_path / "one.parquet", [("x1", a), ("y1", article(12))])
     f2 = write(tmp_path / "two.parquet", [("x2", edit(a, 5, 1)), ("z2", article(13))])
-    run_dedup([f1, f2], tmp_path / "o1", DedupConfig(), workers=1, progress=False)
-    run_dedup([f1, f2], tmp_path / "o2", DedupConfig(), workers=1, progress=False)
+    run_dedup([f1, f2], tmp_path / "o1", DedupConfig(), INLINE)
+    run_dedup([f1, f2], tmp_path / "o2", DedupConfig(), INLINE)
     assert removed_map(tmp_path / "o1") == {"x2": ("x1", "minhash")}
     for sub in ("curated", "removed"):
         for p in sorted((tmp_path / "o1" / sub).glob("*.parquet")):
             assert p.read_bytes() == (tmp_path / "o2" / sub / p.name).read_bytes()
+    with pytest.raises(ValueError, match="share the name 'one'"):  # one signature file per name
+        run_dedup([f1, str(tmp_path / "o1" / "curated" / "one.parquet")], tmp_path / "o3", DedupConfig(), INLINE)
+
+
+def _outputs(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for sub in ("curated", "removed")
+            for p in sorted((out / sub).glob("*.parquet"))}
+
+
+def test_rerun_resumes_signatures_only_where_nothing_changed(tmp_path, monkeypatch):
+    a = article(41, 300)
+    f1 = write(tmp_path / "one.parquet", [("x1", a), ("y1", article(42))])
+    f2 = write(tmp_path / "two.parquet", [("x2", edit(a, 5, 1)), ("z2", article(43))])
+    out = tmp_path / "out"
+    run_dedup([f1, f2], out, DedupConfig(), INLINE)
+    first = _outputs(out)
+    assert sorted(p.name for p in (out / "_dedup" / "sig" / "_tasks").glob("*.json")) == ["one.json", "two.json"]
+    hashed = []
+    real = MinHasher.hashes
+    monkeypatch.setattr(MinHasher, "hashes", lambda self, text, minhash=True: hashed.append(text) or
+                        real(self, text, minhash))
+    run_dedup([f1, f2], out, DedupConfig(), INLINE)  # same inputs, same config: no text is hashed again
+    assert hashed == [] and _outputs(out) == first
+    write(tmp_path / "two.parquet", [("x2", edit(a, 5, 2)), ("z2", article(44))])  # new bytes, same name
+    run_dedup([f1, f2], out, DedupConfig(), INLINE)
+    assert len(hashed) == 2 and removed_map(out) == {"x2": ("x1", "minhash")}
+    fresh = tmp_path / "fresh"
+    run_dedup([f1, f2], fresh, DedupConfig(), INLINE)
+    assert _outputs(out) == _outputs(fresh)
+    hashed.clear()
+    run_dedup([f1, f2], out, DedupConfig(seed=2), INLINE)  # another config: every signature again
+    assert len(hashed) == 4
+
+
+def test_a_marker_never_outlives_its_signature_file(tmp_path, monkeypatch):
+    from crawlmix.runtime.completion import Completion
+
+    f = write(tmp_path / "in.parquet", [("a", article(51)), ("b", article(52))])
+    out = tmp_path / "out"
+    run_dedup([f], out, DedupConfig(), INLINE)
+    good = _outputs(out)
+
+    def crash(self, name, record=None):
+        raise RuntimeError("killed between the signature file and its marker")
+
+    with monkeypatch.context() as m:  # seed 2 overwrites the signature file, then dies before its marker
+        m.setattr(Completion, "mark", crash)
+        with pytest.raises(Exception, match="killed"):
+            run_dedup([f], out, DedupConfig(seed=2), INLINE)
+    hashed = []
+    real = MinHasher.hashes
+    monkeypatch.setattr(MinHasher, "hashes", lambda self, text, minhash=True: hashed.append(text) or
+                        real(self, text, minhash))
+    run_dedup([f], out, DedupConfig(), INLINE)  # seed 1's marker is gone: its signatures are made again
+    assert len(hashed) == 2 and _outputs(out) == good
+
+
+def test_cli_config_is_the_jobs_dedup_section(tmp_path):
+    from crawlmix.runtime.config import ConfigError
+
+    assert load_config(ROOT / "jobs" / "default.yaml") == DedupConfig()  # top-level seed 0 is not dedup's seed
+    assert load_config(ROOT / "jobs" / "fineweb-en.yaml") == DedupConfig()  # no dedup: section
+    (tmp_path / "d.yaml").write_text("threshold: 0.8\nseed: 3\n")
+    assert load_config(tmp_path / "d.yaml") == DedupConfig(threshold=0.8, seed=3)
+    (tmp_path / "typo.yaml").write_text("treshold: 0.8\n")
+    with pytest.raises(ConfigError, match="treshold"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "job.yaml").write_text("name: x\nseed: 0\ndedup:\n  n_gram: 4\n")
+    with pytest.raises(ConfigError, match="dedup.n_gram: unknown key"):
+        load_config(tmp_path / "job.yaml")
 
 
 def test_unrelated_texts_are_not_merged(tmp_path):
     docs = [(f"d{i}", article(100 + i, 200)) for i in range(200)]
     f = write(tmp_path / "in.parquet", docs)
-    stats = run_dedup([f], tmp_path / "out", DedupConfig(), workers=1, progress=False)
+    stats = run_dedup([f], tmp_path / "out", DedupConfig(), INLINE)
     assert stats["out"] == 200  # same 40-word vocabulary, different documents: no false merge
 
 
@@ -92,7 +166,7 @@ def test_bad_input(tmp_path):
             ("zh3", "夏天市政府会在中心广场举办免费音乐会天气好的时候居民们常常待到很晚餐馆也会在街上摆出更多的桌子")]
     docs += [(f"same{i:05d}", same) for i in range(10_000)]
     f = write(tmp_path / "in.parquet", docs)
-    stats = run_dedup([f], tmp_path / "out", DedupConfig(), workers=1, progress=False)
+    stats = run_dedup([f], tmp_path / "out", DedupConfig(), INLINE)
     rem = removed_map(tmp_path / "out")
     assert rem["one"] == ("one_again", "exact")  # "Word!" is the longer text
     assert rem["zh2"] == ("zh1", "minhash") and "zh3" not in rem
@@ -116,9 +190,10 @@ def test_standalone_on_ray_two_workers(tmp_path):
     f2 = write(tmp_path / "p2.parquet", [("k3", a), ("k4", edit(article(22), 2, 3))])
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dedup.py"), "--input", str(tmp_path / "p*.parquet"),
-                        "--output", str(out), "--workers", "2", "--no-progress"],
+                        "--output", str(out), "--workers", "2", "--ray", "--no-progress"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "Ray" in r.stderr  # "Started a local Ray instance" (or connected to RAY_ADDRESS's)
     assert removed_map(out) == {"k3": ("k1", "exact"), "k4": ("k2", "minhash")}
     assert "2 clusters" in r.stdout
 
@@ -131,7 +206,7 @@ def reference_tokens(text: str) -> list[str]:
     out, word = [], ""
     for ch in text:
         if ch.isalnum() or unicodedata.category(ch) == "Mc":
-            if any(lo <= ord(ch) <= hi for lo, hi in dedup._CHAR_RANGES):
+            if any(lo <= ord(ch) <= hi for lo, hi in signatures._CHAR_RANGES):
                 out += [word, ch] if word else [ch]
                 word = ""
             else:
@@ -163,7 +238,7 @@ def test_long_texts_go_piece_by_piece(monkeypatch):
     mh = MinHasher(DedupConfig())
     texts = [article(31, 3000), "这座河边的小城从中世纪起就以每周六的集市而闻名" * 40, "a b c"]
     whole = [mh.hashes(t) for t in texts]
-    monkeypatch.setattr(dedup, "_TEXT_CHUNK", 64)  # cut at spaces (at any character in CJK): same tokens
+    monkeypatch.setattr(signatures, "_TEXT_CHUNK", 64)  # cut at spaces (at any character in CJK): same tokens
     for t, (exact, sig) in zip(texts, whole):
         e, s = mh.hashes(t)
         assert e == exact and np.array_equal(s, sig)

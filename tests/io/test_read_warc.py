@@ -41,7 +41,9 @@ def test_truncated_gzip_is_named():
     pages, skipped = _read(path)
     assert pages == []
     assert [r for r, _, _ in skipped] == ["truncated_record"]
-    assert str(path) in skipped[0][1] and "houstonpress.com" in skipped[0][1]
+    ref = skipped[0][1]
+    assert ref.path == str(path) and "houstonpress.com" in ref.url and ref.offset == 0
+    assert str(ref) == f"{path}@{ref.offset} ({ref.url})"
 
 
 def _records(sample_dir):
@@ -81,10 +83,11 @@ def test_bad_files_never_crash(bad_inputs):
     assert out["zero.warc.gz"][0] == [] and out["zero.warc.gz"][1][0][0] == "no_records"
     for name in ("garbage.warc.gz", "garbage.warc"):
         pages, skipped = out[name]
-        assert pages == [] and skipped[0][0] == "corrupt_file" and name in skipped[0][1]
+        assert pages == [] and skipped[0][0] == "corrupt_file" and skipped[0][1].path.endswith(name)
     pages, skipped = out["cut.warc.gz"]
     assert 5 < len(pages) < 23 and skipped and skipped[-1][0] in ("truncated_record", "corrupt_file", "bad_http")
-    assert "cut.warc.gz@" in skipped[-1][1]  # the file and the record offset are named
+    assert "cut.warc.gz@" in str(skipped[-1][1])  # the file and the record offset are named
+    assert skipped[-1][1].offset is not None
     pages, _ = out["v017.warc.gz"]
     assert len(pages) == 23  # WARC/0.17 records read like 1.0
 

@@ -1,4 +1,5 @@
-"""The mixer (pipelines/mix.py): exact per-shard ratios, byte-identical reruns, resume, readers, validation."""
+"""The mixer (crawlmix/mix, pipelines/mix.py): exact per-shard ratios, byte-identical reruns whatever the
+executor backend, resume from completion markers, readers, validation."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from crawlmix.runtime.config import ConfigError
+from crawlmix.mix.config import load_mixture, parse_mixture
 from crawlmix.mix.job import main as mix_main
 from crawlmix.mix.job import run
-from crawlmix.mix.config import load_mixture, parse_mixture
+from crawlmix.runtime.config import ConfigError
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("river bridge market farmer weaver trader flood stone timber valley hill coast town year price "
          "record parish wool cheese honey").split()
 
@@ -191,8 +192,13 @@ def _import_wids():
 
 
 def _files(d: Path) -> dict:
+    """Every output file's bytes (completion markers apart: they carry the config hash, compared by name)."""
     return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
-            and "_wids_cache" not in p.parts}
+            and "_wids_cache" not in p.parts and "_tasks" not in p.parts}
+
+
+def _markers(d: Path) -> list[str]:
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("_tasks/*"))
 
 
 def test_byte_identical_rerun_and_seed_matters(tree, built, tmp_path):
@@ -209,34 +215,77 @@ def test_byte_identical_rerun_and_seed_matters(tree, built, tmp_path):
 
 
 def test_resume_writes_only_missing_shards(tree, built, tmp_path):
+    """A shard is finished when its completion marker (written after the tar and its stats) is there, names
+    this stage and plan, and its tar has the recorded size; a rerun writes only the other shards."""
     import shutil
 
     src, _ = built
+    assert _markers(src) == [f"s1/_tasks/shard-{i:06d}.json" for i in range(9)]
+    marker = json.loads((src / "s1" / "_tasks" / "shard-000004.json").read_text())
+    lock = json.loads((src / "s1" / "mix.lock.json").read_text())
+    assert marker["config_hash"] == lock["stage_hash"] and marker["plan"] == lock["shard_plans"][4]
     out = tmp_path / "resume"
     shutil.copytree(src, out)
     d = out / "s1"
-    (d / "shard-000003.tar").unlink()  # interrupted before this shard
+    for i in (3, 5, 6):  # interrupted before these markers were written
+        (d / "_tasks" / f"shard-{i:06d}.json").unlink()
+    (d / "shard-000003.tar").unlink()  # ... before this shard was published
     (d / "shard-000003.stats.json").unlink()
-    (d / "shard-000005.stats.json").unlink()  # died between tar and stats
-    with open(d / "shard-000007.tar", "r+b") as f:  # half-written
+    (d / "shard-000005.stats.json").unlink()  # ... between the tar and its stats; 6: between the stats and the marker
+    with open(d / "shard-000007.tar", "r+b") as f:  # a marked shard damaged afterwards
         f.truncate(1000)
     (d / "shard-000008.tar.tmp").write_bytes(b"junk")
     before = {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.tar")}
     res = build(base_mix(), tree, out)
-    assert res[0]["written"] == 3 and res[0]["skipped"] == 6
+    assert res[0]["written"] == 4 and res[0]["skipped"] == 5
     for name, t in before.items():
-        if name not in ("shard-000005.tar", "shard-000007.tar"):
+        if name not in ("shard-000005.tar", "shard-000006.tar", "shard-000007.tar"):
             assert (d / name).stat().st_mtime_ns == t, name
     assert not list(d.glob("*.tmp"))
     a, b = _files(src), _files(out)
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
-    # another mixture into the same folder is refused, unless --overwrite
+    assert _markers(out) == _markers(src)
+    # a marker of another stage hash does not count
+    m = d / "_tasks" / "shard-000002.json"
+    m.write_text(json.dumps(dict(json.loads(m.read_text()), config_hash="other")))
+    assert build(base_mix(), tree, out)[0]["written"] == 1
+    # another mixture into the same folder is refused, unless --overwrite (which clears the markers)
     raw = base_mix()
     raw["seed"] = 9
     with pytest.raises(ConfigError, match="another mixture"):
         build(raw, tree, out)
-    build(raw, tree, out, overwrite=True)
+    res = build(raw, tree, out, overwrite=True)
+    assert res[0]["written"] == 9 and res[0]["skipped"] == 0
     assert (d / "shard-000000.tar").read_bytes() != a["s1/shard-000000.tar"]
+    lock = json.loads((d / "mix.lock.json").read_text())
+    assert {json.loads(p.read_text())["config_hash"] for p in (d / "_tasks").iterdir()} == {lock["stage_hash"]}
+
+
+def test_failed_shard_is_reported_and_redone(tree, built, tmp_path, monkeypatch):
+    """A shard write that fails leaves no tar and no marker; the others are written and marked, the run
+    raises naming the shard, and the rerun writes just that one."""
+    import crawlmix.mix.job as job
+    from crawlmix.runtime.executor import TaskError
+
+    src, _ = built
+    real = job.write_shard
+
+    def flaky(stage_dir, name, *a):
+        if name == "shard-000004.tar":
+            raise OSError("disk full")
+        return real(stage_dir, name, *a)
+
+    monkeypatch.setattr(job, "write_shard", flaky)
+    out = tmp_path / "flaky"
+    with pytest.raises(TaskError, match=r"1 shard\(s\) of stage 's1' failed.*shard-000004\.tar: OSError: disk full"):
+        build(base_mix(), tree, out, threads=1)
+    assert not (out / "s1" / "shard-000004.tar").exists()
+    assert len(_markers(out)) == 8 and "s1/_tasks/shard-000004.json" not in _markers(out)
+    monkeypatch.setattr(job, "write_shard", real)
+    res = build(base_mix(), tree, out)
+    assert res[0]["written"] == 1 and res[0]["skipped"] == 8
+    a, b = _files(src), _files(out)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
 
 
 def test_max_bytes_limits_shards_and_keeps_ratios(tree, tmp_path):
@@ -518,7 +567,7 @@ def test_cli_errors_exit_2_and_help(tmp_path, capsys):
 
 
 def test_ray_writes_the_same_bytes(tree, built, tmp_path):
-    """--ray: shards written by Ray actors (a local Ray with 2 CPUs) equal the in-process ones byte for byte."""
+    """--ray: shards written as Ray tasks (a local Ray with 2 CPUs) equal the in-process ones byte for byte."""
     import ray
 
     src, _ = built
@@ -529,6 +578,7 @@ def test_ray_writes_the_same_bytes(tree, built, tmp_path):
     assert res[0]["written"] == 9
     a, b = _files(src), _files(tmp_path / "ray")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    assert _markers(tmp_path / "ray") == _markers(src)
 
 
 def test_same_bytes_without_orjson(tree, built, tmp_path, monkeypatch):
@@ -544,8 +594,10 @@ def test_same_bytes_without_orjson(tree, built, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("workers, threads", [(2, 1), (1, 1), (1, 3)])
 def test_forked_workers_and_threads_write_the_same_bytes(tree, built, tmp_path, workers, threads):
+    """--workers (the executor's fork process pool), --threads 1 (inline) and --threads 3 (its threads)."""
     src, _ = built
     res = build(base_mix(), tree, tmp_path / "w", workers=workers, threads=threads)
     assert res[0]["written"] == 9
     a, b = _files(src), _files(tmp_path / "w")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    assert _markers(tmp_path / "w") == _markers(src)

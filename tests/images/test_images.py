@@ -32,9 +32,11 @@ from crawlmix.images.index import WarcIndex, index_file, url_key  # noqa: E402
 from crawlmix.images.process import ImageError, ImageProcessor, hamming, phash  # noqa: E402
 from crawlmix.images.shards import NearDupIndex  # noqa: E402
 from crawlmix.images.job import run  # noqa: E402
+from crawlmix.runtime.executor import Executor  # noqa: E402
 from crawlmix.images.config import FetchConfig, FilterConfig, ImagesJob, ProcessConfig, load_images_job  # noqa: E402
 
 MONA = "warc/wikipedia-mona-lisa-images.warc.gz"
+INLINE = Executor("inline", 1, progress=False)
 
 # ----------------------------------------------------------------------------------------------
 # test images, all generated here
@@ -420,7 +422,7 @@ def e2e(server, tmp_path_factory):
     job = _e2e_job(server, warc_lookup={"extra_warcs": [str(sib)]})
     out = d / "out"
     server.reset()
-    stats = run([str(warc)], out, job, workers=1, progress=False)
+    stats = run([str(warc)], out, job, INLINE)
     return {"out": out, "stats": stats, "warc": warc, "sib": sib, "job": job, "hits": dict(server.hits)}
 
 
@@ -500,11 +502,88 @@ def test_e2e_shards_in_img2dataset_layout(e2e):
 def test_e2e_rerun_is_identical_and_resumes(e2e, tmp_path):
     out = e2e["out"]
     before = {p.name: p.read_bytes() for p in out.glob("0*")}
-    stats = run([str(e2e["warc"])], out, e2e["job"], workers=1, progress=False)  # tasks done: shards only
+    stats = run([str(e2e["warc"])], out, e2e["job"], INLINE)  # tasks done: shards only
     assert stats["phase_s"]["images"] < 1.0
     assert {p.name: p.read_bytes() for p in out.glob("0*")} == before
     with pytest.raises(ConfigError):
-        run([str(e2e["warc"])], out, e2e["job"].model_copy(update={"name": "other"}), progress=False)
+        run([str(e2e["warc"])], out, e2e["job"].model_copy(update={"name": "other"}), INLINE)
+
+
+def test_e2e_funnel_matches_the_rows(e2e):
+    """The run's funnel (summed StageStats of the tasks + the shard pass's dedup) counts exactly the rows'
+    failures, stage by stage."""
+    from collections import Counter
+
+    rows = _rows(e2e["out"])
+    for f in e2e["stats"]["funnel"]:
+        got = Counter(r["reason"] for r in rows if r["status"] != "success" and r["stage"] == f["stage"])
+        assert f["dropped"] == dict(got) and f["in"] - f["out"] == sum(got.values()), f
+
+
+def test_completion_markers_resume_and_overwrite(server, tmp_path):
+    """Markers carry the config hash and are written after the staged Parquet; a task whose marker is
+    missing, from another config or without its staged file is redone; --overwrite redoes all; no .tmp left."""
+    from crawlmix.io.paths import task_name
+    from crawlmix.runtime.completion import Completion
+
+    inputs = []
+    for i, name in enumerate(("captured.jpg", "sibling.jpg", "good2.jpg")):
+        url = f"http://captured.test/{i}.jpg"
+        page = f'<html><body><img src="{url}" alt="{CAP} number {i}"></body></html>'
+        _write_warc(tmp_path / f"c{i}.warc.gz", [(f"http://example.test/c{i}", page)],
+                    [(url, server.files[name][0], "image/jpeg")])
+        inputs.append(str(tmp_path / f"c{i}.warc.gz"))
+    job, out = _e2e_job(server), tmp_path / "out"
+    first = run(inputs, out, job, INLINE)
+    assert first["successes"] == 3 and first["sources"] == {"warc": 3}
+    done = Completion(out, job.digest())
+    names = [task_name(p) for p in inputs]
+    assert done.finished() == sorted(names)
+    assert all(done.get(n)["config_hash"] == job.digest() and done.get(n)["candidates"] == 1 for n in names)
+    shards = {p.name: p.read_bytes() for p in out.glob("0*")}
+    staged = {n: (out / "_staging" / f"{n}.parquet").stat().st_mtime_ns for n in names}
+    # one marker from another config, one staged file gone, one untouched
+    marker = done.path(names[0])
+    marker.write_text(marker.read_text().replace(job.digest(), "0" * 16))
+    (out / "_staging" / f"{names[1]}.parquet").unlink()
+    time.sleep(0.01)
+    again = run(inputs, out, job, INLINE)
+    after = {n: (out / "_staging" / f"{n}.parquet").stat().st_mtime_ns for n in names}
+    assert after[names[0]] != staged[names[0]] and after[names[2]] == staged[names[2]]
+    assert {p.name: p.read_bytes() for p in out.glob("0*")} == shards
+    assert again["funnel"] == first["funnel"] and again["candidates"] == first["candidates"]
+    time.sleep(0.01)
+    run(inputs, out, job, INLINE, overwrite=True)
+    redone = {n: (out / "_staging" / f"{n}.parquet").stat().st_mtime_ns for n in names}
+    assert all(redone[n] != after[n] for n in names) and done.finished() == sorted(names)
+    assert {p.name: p.read_bytes() for p in out.glob("0*")} == shards
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_worker_index_is_built_once_per_process(tmp_path):
+    from crawlmix.images.task import worker_index
+
+    _write_warc(tmp_path / "i.warc.gz", [], [("http://captured.test/x.jpg", b"\xff\xd8 not really", "image/jpeg")])
+    per_file = [index_file(str(tmp_path / "i.warc.gz"))]
+    job = ImagesJob()
+    a = worker_index(per_file, job)
+    assert a is worker_index([dict(f) for f in per_file], job)  # a copy (as Ray hands it over): same index
+    assert a.find("http://captured.test/x.jpg")[1] == "exact"
+    other = job.model_copy(update={"warc_lookup": job.warc_lookup.model_copy(update={"canonical_urls": False})})
+    assert worker_index(per_file, other) is not a and worker_index(None, job) is None
+
+
+def test_shard_writer_publishes_only_finished_shards(tmp_path):
+    from crawlmix.images.shards import ROW_NAMES, PairShardWriter
+
+    job = ImagesJob.model_validate({"shards": {"samples_per_shard": 1}})
+    row = {**dict.fromkeys(ROW_NAMES), "status": "success", "caption": "a caption"}
+    with pytest.raises(RuntimeError):
+        with PairShardWriter(tmp_path, job, {}) as w:
+            w.add(dict(row), b"jpeg bytes", "jpg")
+            w.add(dict(row), b"more bytes", "jpg")  # closes shard 0, opens shard 1
+            raise RuntimeError("stop mid-shard")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.parquet", "00000.tar", "00000_stats.json"]
 
 
 def test_dedup_across_files_in_a_process_pool(server, tmp_path):
@@ -515,8 +594,8 @@ def test_dedup_across_files_in_a_process_pool(server, tmp_path):
                 f'<img src="{u("/img/" + b)}" alt="{CAP}, again"></body></html>')
         _write_warc(tmp_path / f"f{i}.warc.gz", [(f"http://example.test/p{i}", page)])
     inputs = [str(tmp_path / "f0.warc.gz"), str(tmp_path / "f1.warc.gz")]
-    stats = run(inputs, tmp_path / "out", _e2e_job(server), workers=2, progress=False)
-    assert stats["backend"] == "pool" and not stats["failed_tasks"]
+    stats = run(inputs, tmp_path / "out", _e2e_job(server), Executor("processes", 2, progress=False))
+    assert stats["backend"] == "processes" and not stats["failed_tasks"]
     rows = _rows(tmp_path / "out")
     assert [r["reason"] for r in rows] == [None, None, "duplicate_sha256", None]
     assert stats["successes"] == 3
@@ -526,7 +605,7 @@ def test_only_pages_kept_by_the_text_run(tmp_path, server):
     """pages.kept_from: images only from pages the text job kept (its curated/<task>.parquet ids)."""
     import pyarrow as pa
 
-    from crawlmix.images.shards import task_name
+    from crawlmix.io.paths import task_name
     from crawlmix.io.warc import iter_pages
 
     u = server.url
@@ -538,7 +617,7 @@ def test_only_pages_kept_by_the_text_run(tmp_path, server):
     crawl = tmp_path / "crawl"
     (crawl / "curated").mkdir(parents=True)
     pq.write_table(pa.table({"id": ids[1:]}), crawl / "curated" / f"{task_name(str(warc))}.parquet")
-    stats = run([str(warc)], tmp_path / "out", _e2e_job(server, pages={"kept_from": str(crawl)}), progress=False)
+    stats = run([str(warc)], tmp_path / "out", _e2e_job(server, pages={"kept_from": str(crawl)}), INLINE)
     assert stats["pages"]["not_kept"] == 1 and stats["candidates"] == 1
     assert [r["url"] for r in _rows(tmp_path / "out")] == [u("/img/other.jpg")]
 
@@ -548,7 +627,7 @@ def test_bad_warc_input_is_counted(tmp_path, server):
     junk.write_bytes(b"\x1f\x8b\x08\x00garbage" * 50)
     empty = tmp_path / "empty.warc"
     empty.write_bytes(b"")
-    stats = run([str(junk), str(empty)], tmp_path / "out", _e2e_job(server), workers=1, progress=False)
+    stats = run([str(junk), str(empty)], tmp_path / "out", _e2e_job(server), INLINE)
     reasons = {e["reason"] for e in stats["errors"]}
     assert reasons & {"corrupt_file", "no_records"} and stats["candidates"] == 0
     assert (tmp_path / "out" / "00000.parquet").exists() and stats["successes"] == 0
@@ -588,7 +667,7 @@ def test_mona_lisa_warc_records_give_pairs_with_captions(tmp_path):
     assert all(any(canon.find(u) for u in c.urls) for c in cands)  # %2C vs "," : the same image
 
     job = ImagesJob.model_validate({"filters": {"max_aspect_ratio": 4.0}, "url_filter": {"use_ut1_lists": False}})
-    stats = run([warc], tmp_path / "mona", job, workers=1, progress=False)
+    stats = run([warc], tmp_path / "mona", job, INLINE)
     assert stats["pages"]["repeated"] == 1 and stats["candidates"] == 24
     assert stats["sources"] == {"warc": 10} and stats["fetch"]["requests"] == 0
     ok = [r for r in _rows(tmp_path / "mona") if r["status"] == "success"]
@@ -616,8 +695,8 @@ def test_ray_backend(tmp_path, server):
     page = f'<html><body><img src="{u("/img/good.jpg")}" alt="A picture fetched on Ray"></body></html>'
     _write_warc(tmp_path / "r.warc.gz", [("http://example.test/ray", page)])
     try:
-        stats = run([str(tmp_path / "r.warc.gz")], tmp_path / "out", _e2e_job(server), workers=1, backend="ray",
-                    progress=False)
+        stats = run([str(tmp_path / "r.warc.gz")], tmp_path / "out", _e2e_job(server),
+                    Executor("ray", 1, progress=False))
     finally:
         if not was_up:
             ray.shutdown()
