@@ -96,13 +96,13 @@ class FilterConfig(Strict):
     url_filter: bool = True  # apply the url_filter section to image URLs too
 
 
-class DedupConfig(Strict):
+class ImageDedupConfig(Strict):
     exact: bool = True  # sha256 of the original bytes, across the whole run
     perceptual: bool = True  # 64-bit DCT hash (pHash) of the decoded image, across the whole run
     phash_max_distance: int = Field(4, ge=0, le=16)  # Hamming distance counted as a near duplicate
 
 
-class ShardConfig(Strict):
+class PairShardConfig(Strict):
     samples_per_shard: int = Field(10_000, gt=0, le=10_000)
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
@@ -117,8 +117,8 @@ class ImagesJob(Strict):
     fetch: FetchConfig = FetchConfig()
     process: ProcessConfig = ProcessConfig()
     filters: FilterConfig = FilterConfig()
-    dedup: DedupConfig = DedupConfig()
-    shards: ShardConfig = ShardConfig()
+    dedup: ImageDedupConfig = ImageDedupConfig()
+    shards: PairShardConfig = PairShardConfig()
 
     @model_validator(mode="after")
     def _check(self):

@@ -51,13 +51,10 @@ class FileCurator:
         self.st.timings[stage] += now - self.t
         self.t = now
 
-    def _error(self, stage: str, reason: str, record: str, message: str) -> None:
-        self.st.error(stage, reason, record, message)
-
     def _drop(self, doc: Doc, stage: str, why: Drop) -> None:
         self.st.drop(stage, why.reason)
         if why.error:
-            self._error(stage, why.reason, doc.ref, why.message)
+            self.st.error(stage, why.reason, doc.ref, why.message)
         p = doc.page
         self.removed.add({"id": p.id, "url": p.url, "stage": stage, "reason": why.reason, "detail": why.detail,
                           "source": p.source, "offset": p.offset, "language": why.lang,
@@ -96,7 +93,7 @@ class FileCurator:
             docs = [Doc(p, html=p.html[: cfg.extract.max_html_chars]) for p in batch]
             for stage in self.stages:
                 kept = []
-                for d, why in zip(docs, stage.process(docs, self._error)):
+                for d, why in zip(docs, stage.process(docs, self.st.error)):
                     self.st.enter(stage.name)
                     if why is None:
                         self.st.passed(stage.name)

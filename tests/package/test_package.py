@@ -31,6 +31,19 @@ def test_import_layers_hold():
     assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 
 
+def test_no_import_cycles():
+    """No module imports itself back through others (imports only for type checking left out)."""
+    import grimp
+
+    g = grimp.build_graph("crawlmix", exclude_type_checking_imports=True)
+    cycles = []
+    for m in sorted(g.modules):
+        for dep in g.find_modules_directly_imported_by(m):
+            if dep != m and g.chain_exists(importer=dep, imported=m):
+                cycles.append((m, dep))
+    assert not cycles, f"import cycles: {cycles[:10]}"
+
+
 def test_every_import_is_declared():
     r = subprocess.run([str(BIN / "deptry"), "."], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
