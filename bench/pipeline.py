@@ -66,29 +66,28 @@ def run_datatrove(path: str) -> dict:
 def run_crawlmix(path: str, engine: str = "resiliparse") -> dict:
     import pyarrow.parquet as pq
 
-    from crawlmix.filters.signals import compute
-    from crawlmix.text import langid
     from crawlmix.crawl.config import load_job
-    from crawlmix.text.extract import resiliparse_text, trafilatura_text
-    from crawlmix.runtime.atomic import ParquetSink as RowWriter
-from crawlmix.text.schema import REMOVED_SCHEMA
+    from crawlmix.filters.signals import compute
+    from crawlmix.runtime.atomic import ParquetSink
+    from crawlmix.text import langid
     from crawlmix.text.curate import curate_file
+    from crawlmix.text.extract import resiliparse_text, trafilatura_text
+    from crawlmix.text.schema import REMOVED_SCHEMA
     from crawlmix.text.url_filter import url_filter_for
 
     cfg = load_job(ROOT / "jobs" / "fineweb-en.yaml")
     cfg.extract.engine = engine
-    cfg.dedup.enabled = False  # datatrove's side is the filter pipeline only: curated rows go to curated/
     url_filter_for(cfg.url_filter.model_dump_json())  # build/load lists before timing
     langid.predict("warm up")
     compute("Warm up the word splitter. It loads spaCy's tokenizer, as datatrove's warm-up below does.")
     (resiliparse_text if engine == "resiliparse" else trafilatura_text)("<html><body><p>warm up</p></body></html>")
     with tempfile.TemporaryDirectory() as d:  # pyarrow's Parquet writer imports pandas on first use
-        w = RowWriter(Path(d) / "warm.parquet", REMOVED_SCHEMA, {}, "zstd", 10)
+        w = ParquetSink(Path(d) / "warm.parquet", REMOVED_SCHEMA, {}, "zstd", 10)
         w.add({"id": "warm", "url": "", "stage": "read", "reason": "warm"})
         w.close()
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        r = curate_file(path, d, cfg)
+        r = curate_file(path, d, cfg)  # unstaged: kept rows go to curated/ (datatrove's side has no dedup)
         dt = time.perf_counter() - t0
         kept = pq.read_table(Path(d) / "curated", columns=["url"]).column("url").to_pylist()
     return {"seconds": dt, "docs_in": r["stages"]["read"]["out"], "kept": kept, "timings": r["timings_s"]}

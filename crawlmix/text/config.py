@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from crawlmix.filters.c4_quality import C4Quality
-from crawlmix.text.extract import DEFAULT_SKIP
 from crawlmix.filters.fineweb_quality import FineWebQuality
 from crawlmix.filters.gopher_quality import GopherQuality
 from crawlmix.filters.gopher_repetition import GopherRepetition
@@ -15,6 +14,21 @@ from crawlmix.filters.signals import SignalParams
 from crawlmix.filters.user_rules import UserRule
 
 from crawlmix.runtime.config import StrictModel as Strict
+
+# Elements the main-content extraction skips (CSS selectors): page and article headers (site banners,
+# titles, bylines), footers and image captions, none of which an article body contains.
+DEFAULT_SKIP = ("header", "footer", "[class*=caption]")
+
+
+def check_selectors(selectors: list[str]) -> None:
+    """Raise ValueError naming the first CSS selector resiliparse cannot parse."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    for sel in selectors:
+        try:
+            extract_plain_text("<p>x</p>", main_content=True, skip_elements=[sel])
+        except Exception as e:  # resiliparse's CSSParserException
+            raise ValueError(f"not a CSS selector resiliparse can use: {sel!r} ({e})") from None
 
 
 class ReadConfig(Strict):
@@ -52,8 +66,6 @@ class ExtractConfig(Strict):
     @field_validator("skip_elements")
     @classmethod
     def _selectors(cls, v: list[str]) -> list[str]:
-        from crawlmix.text.extract import check_selectors
-
         check_selectors(v)
         return v
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from crawlmix.text.config import DEFAULT_SKIP
 
 # trafilatura settings: its default precision/recall balance, no fallback extractors
 # (readability/justext triple its cost for +0.001 F1 here), no comments, as datatrove's Trafilatura.
@@ -25,9 +26,6 @@ TRAFILATURA_KW = dict(include_comments=False, no_fallback=True, deduplicate=Fals
 # resiliparse: text only (no alt texts, link targets, bullets, form fields, noscript, comments)
 RESILIPARSE_KW = dict(alt_texts=False, links=False, list_bullets=False, form_fields=False, noscript=False,
                        comments=False)
-# Elements the main-content extraction skips (CSS selectors): page and article headers (site banners,
-# titles, bylines), footers and image captions, none of which an article body contains.
-DEFAULT_SKIP = ("header", "footer", "[class*=caption]")
 _BODY = re.compile(r"<body[\s>/]", re.I)
 
 
@@ -87,17 +85,6 @@ def main_text(html: str, engine: str = "resiliparse", skip=DEFAULT_SKIP, fallbac
         if len(better) > len(text):
             return better, "trafilatura"
     return text, "resiliparse"
-
-
-def check_selectors(selectors: list[str]) -> None:
-    """Raise ValueError naming the first CSS selector resiliparse cannot parse."""
-    from resiliparse.extract.html2text import extract_plain_text
-
-    for sel in selectors:
-        try:
-            extract_plain_text("<p>x</p>", main_content=True, skip_elements=[sel])
-        except Exception as e:  # resiliparse's CSSParserException
-            raise ValueError(f"not a CSS selector resiliparse can use: {sel!r} ({e})") from None
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,14 @@ def test_import_layers_hold():
     assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 
 
+def test_every_script_compiles():
+    """bench/ and pipelines/ are not imported by the tests: at least they must compile."""
+    scripts = sorted((ROOT / "bench").glob("*.py")) + sorted((ROOT / "pipelines").glob("*.py"))
+    assert len(scripts) > 20
+    for p in scripts:
+        compile(p.read_text(), str(p), "exec")
+
+
 def test_no_import_cycles():
     """No module imports itself back through others (imports only for type checking left out)."""
     import grimp
