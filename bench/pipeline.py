@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     inter = len(ck & dk)
     print(f"kept-set agreement: {inter} both, {len(ck - dk)} only crawlmix, {len(dk - ck)} only datatrove "
           f"(Jaccard {inter / max(1, len(ck | dk)):.3f}; differences come from extraction settings, "
-          f"the rules themselves agree doc by doc: tests/test_datatrove_parity.py)")
+          f"the rules themselves agree doc by doc: tests/filters/test_datatrove_parity.py)")
     print("seconds per round: " + "; ".join(f"{k} {v['rounds']}" for k, v in res.items()))
     print("crawlmix time by stage (s): " + ", ".join(f"{k}={v:.1f}" for k, v in c["timings"].items()))
     return 0

@@ -3,7 +3,7 @@
 Every quality rule in ``filters/`` is a comparison over these numbers, so the
 dashboard can preview a threshold without re-running the pipeline. Each signal
 reproduces the quantity datatrove's filter computes on the same text, in the same
-arithmetic, so a rule over it takes the same decision (see tests/test_datatrove_parity.py).
+arithmetic, so a rule over it takes the same decision (see tests/filters/test_datatrove_parity.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ spaCy's English tokenizer splits, with one-character opening / closing marks, da
 and "'s" split as its rules split them, unless a run of the tokens spells a special case ("can't").
 Sentence counts replay spaCy's Sentencizer rule over the same tokens.
 
-``tests/test_datatrove_parity.py`` checks both against datatrove on real pages.
+``tests/filters/test_datatrove_parity.py`` checks both against datatrove on real pages.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ and weighted sources. See docs/mix.md for the reference and mixtures/*.yaml for 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -17,7 +19,7 @@ from crawlmix.runtime.config import ConfigError, read_yaml_mapping, validate
 from crawlmix.runtime.config import StrictModel as Strict
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # dot-free: names become directory names and keys
-WEIGHT_TOLERANCE = 1e-6
+WEIGHT_TOLERANCE = 1e-6  # per active source: weights written with 6 decimals (0.166667 x 6) still load
 
 Modality = Literal["text", "image", "multi-image", "video", "interleaved"]
 
@@ -113,8 +115,17 @@ class MixtureConfig(Strict):
     normalize: bool = False  # rescale weights that do not sum to 1 instead of failing
     tokens: TokenConfig = TokenConfig()
     stages: list[StageConfig] = Field(min_length=1)
+    # written by crawlmix.tune (tuned.yaml): the sweep hash, runs, model, predicted vs confirmed loss,
+    # baselines. Provenance that enters digest(); absent in hand-set mixtures (their hash is unchanged).
+    tuning: dict | None = None
 
     _name = field_validator("name")(_check_name)
+
+    def digest(self) -> str:
+        data = self.model_dump(mode="json", exclude=self.digest_exclude)
+        if data.get("tuning") is None:
+            data.pop("tuning", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @model_validator(mode="after")
     def _stages(self):
@@ -131,9 +142,9 @@ def stage_weights(mix: MixtureConfig, stage: StageConfig, where: str = "") -> di
     active = {s.name: s.weight for s in stage.sources if s.weight > 0}
     total = math.fsum(active.values())
     normalize = mix.normalize if stage.normalize is None else stage.normalize
-    if abs(total - 1.0) > WEIGHT_TOLERANCE and not normalize:
+    if abs(total - 1.0) > WEIGHT_TOLERANCE * max(1, len(active)) and not normalize:
         parts = " + ".join(f"{s.name} {s.weight:g}" for s in stage.sources)
-        raise ConfigError(f"{where}stages.{stage.name}: weights sum to {total:.6g} ({total * 100:.4g}%), not 1: "
+        raise ConfigError(f"{where}stages.{stage.name}: weights sum to {total!r} ({total * 100:.4g}%), not 1: "
                           f"{parts}; fix the weights or set 'normalize: true'")
     return {k: v / total for k, v in active.items()}
 

@@ -3,7 +3,7 @@ batch of documents, saying for each one whether it passes or why it was dropped.
 
 The curator (crawlmix.text.curate) runs them in order over each batch and does all the counting: the
 funnel (in / out / dropped by reason), the removed/ rows and the timings are built in one place.
-Decisions are those of datatrove's pipeline, page by page (tests/text/test_datatrove_parity.py).
+Decisions are those of datatrove's pipeline, page by page (tests/filters/test_datatrove_parity.py).
 """
 
 from __future__ import annotations

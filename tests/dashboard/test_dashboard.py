@@ -1,8 +1,14 @@
-"""The dashboard in a real headless Chromium (Debian chromium + chromium-driver, driven by Selenium)."""
+"""The dashboard in a real headless Chromium (Debian chromium + chromium-driver, driven by Selenium), and its
+discovery of tuning runs. CRAWLMIX_DOCS_SCREENSHOTS=1 also writes the Tuning view to docs/dashboard-tuning.png."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import json
+import math
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -11,11 +17,100 @@ import time
 import urllib.error
 import urllib.request
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import ROOT
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SOURCES, TARGETS = ["web-en", "code", "captions"], ["val-web", "val-code"]
+
+
+def fake_sweep(out: Path, created: str, n_candidates: int = 24) -> dict:
+    """A tuning run as tune_mix.py writes it, from a small fake sweep: losses follow a power law of the weights (plus
+    seed noise), predictions are those plus fit error, one candidate failed; report.json, tuned.yaml, candidates.csv."""
+    rng = random.Random(7)
+    scale = {"val-web": (1.9, {"web-en": 0.30, "code": 0.05, "captions": 0.08}),
+             "val-code": (1.5, {"web-en": 0.06, "code": 0.35, "captions": 0.02})}
+
+    def loss(w, t):
+        c, k = scale[t]
+        return round(c + sum(a * (w[s] + 0.02) ** -0.5 for s, a in k.items()) / 4 + rng.gauss(0, 0.004), 4)
+
+    def norm(x):
+        return {s: round(v / sum(x.values()), 4) for s, v in x.items()}
+
+    runs = []
+
+    def add(kind, w, seed=17):
+        losses = {t: loss(w, t) for t in TARGETS}
+        runs.append({"id": f"r{len(runs):03d}", "kind": kind, "seed": seed, "weights": w, "losses": losses,
+                     "predicted": {t: round(v + rng.gauss(0, 0.02), 4) for t, v in losses.items()}, "status": "ok",
+                     "error": ""})
+
+    base, uniform = {"web-en": 0.6, "code": 0.2, "captions": 0.2}, {s: round(1 / 3, 4) for s in SOURCES}
+    tuned = {"web-en": 0.45, "code": 0.4, "captions": 0.15}
+    add("base", base)
+    add("uniform", uniform)
+    for _ in range(n_candidates):
+        add("candidate", norm({s: rng.gammavariate(1.0, 1.0) for s in SOURCES}))
+    runs.append({"id": f"r{len(runs):03d}", "kind": "candidate", "seed": 17, "weights": norm({"web-en": 1, "code": 3, "captions": 1}),
+                 "losses": {}, "predicted": None, "status": "failed", "error": "proxy trainer exited 1: tokenizer missing"})
+    for kind, w in (("confirm-tuned", tuned), ("confirm-base", base), ("confirm-uniform", uniform)):
+        for seed in (1, 2):
+            add(kind, w, seed)
+
+    def confirmed(kind):
+        out = {}
+        for t in TARGETS:
+            v = [r["losses"][t] for r in runs if r["kind"] == kind]
+            m = sum(v) / len(v)
+            out[t] = {"mean": round(m, 4), "std": round(math.sqrt(sum((x - m) ** 2 for x in v) / len(v)), 4)}
+        return out
+
+    report = {"kind": "crawlmix-tuning", "name": "smol-text-tune", "sweep_hash": "5f1c0e9a2b7d",
+              "base": "mixtures/smol-text.yaml", "stage": "pretrain", "sources": SOURCES, "targets": TARGETS,
+              "proxy": {"trainer": "builtin:ngram", "text_only": True, "budget_tokens": 200000}, "runs": runs,
+              "regression": {"model": "powerlaw", "heldout": {"val-web": {"spearman": 0.91, "r2": 0.83},
+                                                               "val-code": {"spearman": 0.87, "r2": 0.78}}},
+              "tuned": {"weights": tuned, "confirmed": confirmed("confirm-tuned"),
+                        "predicted": {t: round(confirmed("confirm-tuned")[t]["mean"] - 0.01, 4) for t in TARGETS}},
+              "baselines": {"base": {"weights": base, "confirmed": confirmed("confirm-base")},
+                            "uniform": {"weights": uniform, "confirmed": confirmed("confirm-uniform")}},
+              "created": created}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "tuned.yaml").write_text("name: smol-text-tuned\nbase: mixtures/smol-text.yaml\nsources:\n"
+                                    + "".join(f"  {s}: {{weight: {w}}}\n" for s, w in tuned.items()))
+    with open(out / "candidates.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["id", "kind", "seed", "status"] + [f"w_{s}" for s in SOURCES] + [f"loss_{t}" for t in TARGETS])
+        for r in runs:
+            wr.writerow([r["id"], r["kind"], r["seed"], r["status"]] + [r["weights"][s] for s in SOURCES]
+                        + [r["losses"].get(t, "") for t in TARGETS])
+    return report
+
+
+BROKEN = ('{"kind": "crawlmix-tuning", "name": "half-written", "sources": ["web-en", "code"], "targets": ["val-web"],'
+          ' "runs": [{"id": "r000", "kind": "candidate", "weights": {"web-en": 0.5, "code": 0.5}, "losses": {"val-web": NaN},'
+          ' "status": "ok"}, {"id": "r001", "kind": "candidate", "weights": {"web-en": 0.2, "code": 0.8},'
+          ' "losses": {"val-web": 2.4}, "predicted": {"val-web": 2.41}, "status": "ok"},'
+          ' {"id": "r002", "kind": "candidate", "status": "failed", "error": "killed"}, 7],'
+          ' "tuned": {"weights": {"web-en": 0.3, "code": 0.7}, "predicted": {"val-web": Infinity}}}')
+
+
+def broken_tunings(root: Path) -> None:
+    """A partial report (NaN, Infinity, a non-object run, no regression / baselines / proxy / created), an unreadable
+    one beside a candidates.csv, and two folders that are not tuning runs."""
+    (root / "tune-broken").mkdir(parents=True)
+    (root / "tune-broken" / "report.json").write_text(BROKEN)
+    (root / "tune-garbage").mkdir()
+    (root / "tune-garbage" / "report.json").write_text('{"kind": "crawlmix-tun')
+    (root / "tune-garbage" / "candidates.csv").write_text("id,kind,loss_val-web\nr000,candidate,2.3456789\n")
+    (root / "eval").mkdir()
+    (root / "eval" / "report.json").write_text('{"kind": "something-else"}')
+    fake_sweep(root / "_scratch" / "tune", "2030-01-01T00:00:00+00:00")
 
 
 def _port():
@@ -36,6 +131,8 @@ def site(tmp_path_factory, sample_dir):
                         str(ROOT / "mixtures" / "smolvlm-video.yaml"), "--root", str(media), "--output",
                         str(root / "mix-video"), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    fake_sweep(root / "tune", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    broken_tunings(root)
     port = _port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "dashboard.py"), "--root", str(root),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -68,6 +165,61 @@ def test_no_path_outside_root(site):
     assert code == 404
     code, _ = _get(f"{url}/api/sample?path=.&shard=../../etc/passwd&index=0")
     assert code in (403, 404)
+    for api in ("tuning", "candidates"):
+        for bad in ("../", "/etc", "tune/../../", "crawl"):
+            code, body = _get(f"{url}/api/{api}?path={bad}")
+            assert code in (403, 404), (api, bad, code)
+
+
+def test_tuning_discovery(tmp_path):
+    from crawlmix.dashboard.runs import Dashboard
+
+    fake_sweep(tmp_path / "sweeps" / "older", "2026-11-01T10:00:00+00:00")
+    fake_sweep(tmp_path / "sweeps" / "newer", "2026-12-01T10:00:00+00:00")
+    broken_tunings(tmp_path)
+    runs = Dashboard(tmp_path).runs()
+    assert [r["path"] for r in runs if r["path"].startswith("sweeps/")] == ["sweeps/newer", "sweeps/older"]
+    assert all(r["kind"] == "tuning" for r in runs)
+    by_path = {r["path"]: r for r in runs}
+    assert set(by_path) == {"sweeps/newer", "sweeps/older", "tune-broken", "tune-garbage"}  # not eval/, not _scratch/
+    assert by_path["sweeps/newer"]["name"] == "smol-text-tune" and by_path["sweeps/newer"]["config_hash"] == "5f1c0e9a2b7d"
+    assert by_path["sweeps/newer"]["docs"] == 33 and not by_path["sweeps/newer"]["problem"]
+    assert "not valid JSON" in by_path["tune-garbage"]["problem"]
+    assert [r["created"] for r in runs] == sorted((r["created"] for r in runs), reverse=True)
+
+
+def test_malformed_report(tmp_path):
+    from crawlmix.dashboard.runs import Dashboard
+    from crawlmix.dashboard.server import dumps
+
+    broken_tunings(tmp_path)
+    dash = Dashboard(tmp_path)
+    t = dash.tuning("tune-broken")
+    json.loads(dumps(t), parse_constant=lambda c: pytest.fail(f"{c} in the answer"))  # strict JSON
+    for part in ("regression", "baselines", "proxy", "created", "tuned.confirmed", "tuned.yaml", "candidates.csv"):
+        assert part in t["missing"], part
+    assert any("runs[0].losses.val-web" in p for p in t["problems"])
+    assert any("tuned.predicted.val-web" in p for p in t["problems"])
+    assert any("runs[3] is not an object" in p for p in t["problems"])
+    assert [r["status"] for r in t["runs"]] == ["ok", "ok", "failed"] and t["runs"][0]["losses"]["val-web"] is None
+    c = dash.candidates("tune-broken", 0)  # no candidates.csv: the report's runs
+    assert c["total"] == 3 and "w:web-en" in c["columns"]
+    g = dash.tuning("tune-garbage")
+    assert g["missing"][0] == "report.json" and "not valid JSON" in g["problems"][0]
+    assert dash.candidates("tune-garbage", 0)["rows"] == [["r000", "candidate", "2.3456789"]]
+    with pytest.raises(Exception, match="not a tuning run"):
+        dash.tuning("eval")
+
+
+def test_malformed_report_over_http(site):
+    url, _ = site
+    for path in ("tune-broken", "tune-garbage"):
+        code, body = _get(f"{url}/api/tuning?path={path}")
+        assert code == 200, body
+        data = json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+        assert data["missing"]
+        code, body = _get(f"{url}/api/candidates?path={path}&page=0")
+        assert code == 200, body
 
 
 def test_dashboard_in_chromium(site, tmp_path):

@@ -18,10 +18,10 @@ function barChart(id, rows, opts = {}) {
   rows.forEach((r, i) => {
     const y = i * rowH + 4, bw = ((w - left - 60) * r.value) / max;
     s += `<text x="${left - 6}" y="${y + 12}" text-anchor="end">${esc(r.label).slice(0, 32)}</text>`;
-    s += `<rect class="bar" x="${left}" y="${y}" width="${Math.max(1, bw)}" height="${opts.twin ? 7 : 14}"><title>${esc(r.label)}: ${r.value}</title></rect>`;
+    s += `<rect class="bar" data-label="${esc(r.label)}" x="${left}" y="${y}" width="${Math.max(1, bw)}" height="${opts.twin ? 7 : 14}"><title>${esc(r.label)}: ${r.value}</title></rect>`;
     if (opts.twin) {
       const bw2 = ((w - left - 60) * (r.value2 || 0)) / max;
-      s += `<rect class="bar2" x="${left}" y="${y + 8}" width="${Math.max(1, bw2)}" height="7"><title>${esc(r.label)}: ${r.value2}</title></rect>`;
+      s += `<rect class="bar2" data-label="${esc(r.label)}" x="${left}" y="${y + 8}" width="${Math.max(1, bw2)}" height="7"><title>${esc(r.label)}: ${r.value2}</title></rect>`;
     }
     s += `<text x="${left + bw + 4}" y="${y + 12}">${opts.pct ? (100 * r.value).toFixed(1) + "%" : fmt(r.value)}${opts.twin ? " / " + (opts.pct ? (100 * (r.value2 || 0)).toFixed(1) + "%" : fmt(r.value2)) : ""}</text>`;
   });
@@ -36,11 +36,11 @@ async function runsPage() {
   document.getElementById("crumb").textContent = "";
   const runs = await api("/api/runs");
   setProv(runs[0]);
-  app.innerHTML = `<section><h2>Runs and mixes (newest first)</h2><table id="runs"><tr><th>kind</th><th>name</th><th>path</th><th>created</th>
-    <th>config</th><th class="num">docs / samples</th><th class="num">size</th></tr>
-    ${runs.map((r) => `<tr><td>${r.kind}</td><td><a href="#/${r.kind}/${encodeURIComponent(r.path)}">${esc(r.name)}</a></td><td><code>${esc(r.path)}</code></td>
-    <td>${esc(r.created)}</td><td><code>${esc(r.config_hash)}</code></td><td class="num">${fmt(r.docs)}</td><td class="num">${fmt(Math.round(r.bytes / 1024))} KiB</td></tr>`).join("")}
-    </table>${runs.length ? "" : "<p class=muted>No crawl runs or mixes under this root.</p>"}</section>`;
+  app.innerHTML = `<section><h2>Runs, mixes and tunings (newest first)</h2><table id="runs"><tr><th>kind</th><th>name</th><th>path</th><th>created</th>
+    <th>config</th><th class="num">docs / samples / runs</th><th class="num">size</th></tr>
+    ${runs.map((r) => `<tr data-kind="${esc(r.kind)}"><td>${esc(r.kind)}</td><td><a href="#/${esc(r.kind)}/${encodeURIComponent(r.path)}">${esc(r.name)}</a>${r.problem ? ` <span class="warn-text" title="${esc(r.problem)}">(report unreadable)</span>` : ""}</td><td><code>${esc(r.path)}</code></td>
+    <td>${esc(r.created)}</td><td><code>${esc(r.config_hash)}</code></td><td class="num">${fmt(r.docs)}${r.kind === "tuning" ? " runs" : ""}</td><td class="num">${fmt(Math.round(r.bytes / 1024))} KiB</td></tr>`).join("")}
+    </table>${runs.length ? "" : "<p class=muted>No crawl runs, mixes or tuning runs under this root.</p>"}</section>`;
 }
 
 async function runPage(path) {
@@ -144,10 +144,11 @@ async function mixPage(path) {
 }
 
 async function route() {
-  const [, kind, path] = location.hash.match(/^#\/(crawl|mix)\/(.+)$/) || [];
+  const [, kind, path] = location.hash.match(/^#\/(crawl|mix|tuning)\/(.+)$/) || [];
   try {
     if (kind === "crawl") await runPage(decodeURIComponent(path));
     else if (kind === "mix") await mixPage(decodeURIComponent(path));
+    else if (kind === "tuning") await tuningPage(decodeURIComponent(path));
     else await runsPage();
   } catch (e) {
     app.innerHTML = `<section><h2>Error</h2><p>${esc(e.message)}</p></section>`;
