@@ -36,7 +36,7 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/mix.py
 	$(PY) bench/images.py
 
-## dashboard: browse the runs and mixes under output/
+## dashboard: browse the crawl runs, mixes and tuning runs under output/
 dashboard: $(VENV)/.installed
 	$(PY) pipelines/dashboard.py --root output
 

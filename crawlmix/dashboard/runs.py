@@ -62,15 +62,26 @@ class Dashboard:
                         "config_hash": s.get("config_hash"), "created": s.get("created", ""),
                         "docs": s.get("docs_out"), "docs_in": s.get("docs_in"), "bytes": size(d / "curated"),
                         "version": s.get("crawlmix_version"), "seed": s.get("seed")})
-        found: dict = {}
-        for lock in self.root.rglob("mix.lock.json"):
-            mixes.mix_entry(lock, self.root, found)
-        out += list(found.values())
+        tunings = []
         for report in self.root.rglob(tuning.REPORT):
             if not hidden(report.parent, self.root):
                 entry = tuning.tuning_entry(report, self.root)
                 if entry is not None:
-                    out.append(entry)
+                    tunings.append(entry)
+        found: dict = {}
+        for lock in self.root.rglob("mix.lock.json"):
+            mixes.mix_entry(lock, self.root, found)
+        # a tuning run's proxy mixes (<tuning>/runs/<id>/mix) are shown from its page, not listed on their own
+        inner = {t["path"]: 0 for t in tunings}
+        for m in list(found.values()) + out:
+            owner = next((t for t in inner if t == "." or m["path"].startswith(t + "/")), None)
+            if owner is not None:
+                inner[owner] += m["kind"] == "mix"
+                m["inside_tuning"] = True
+        out = [m for m in out + list(found.values()) if not m.get("inside_tuning")]
+        for t in tunings:
+            t["proxy_mixes"] = inner[t["path"]]
+        out += tunings
         for r in out:
             if not r["created"]:
                 r["created"] = mtime_iso(self.root / r["path"])

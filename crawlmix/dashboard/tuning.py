@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 from crawlmix.dashboard.common import NotFound, finite, mtime_iso, size
@@ -99,8 +100,8 @@ class _Reader:
         d = self.get(obj, "confirmed", dict, where)
         out = {}
         for t, v in d.items():
-            out[str(t)] = {"mean": _num(v.get("mean")), "std": _num(v.get("std"))} if isinstance(v, dict) else \
-                {"mean": _num(v), "std": None}
+            out[str(t)] = {"mean": _num(v.get("mean")), "std": _num(v.get("std")), "n": _num(v.get("n"))} \
+                if isinstance(v, dict) else {"mean": _num(v), "std": None, "n": None}
         if d:
             self.missing += [f"{where}.confirmed.{t}" for t in targets if out.get(t, {}).get("mean") is None]
         return out
@@ -179,11 +180,14 @@ def tuning(d: Path, rel: str) -> dict:
     r.missing += [f for f, there in ((TUNED, tuned_yaml is not None), (CANDIDATES, (d / CANDIDATES).is_file()))
                   if not there]
     created = get(raw, "created", str) or mtime_iso(d)
+    # where tune_mix.py keeps each run's proxy mix, relative to this folder (plain ids only)
+    run_mixes = {x["id"]: f"runs/{x['id']}/mix" for x in runs
+                 if re.fullmatch(r"\w[\w.-]*", x["id"]) and (d / "runs" / x["id"] / "mix").is_dir()}
     return {"path": rel, "name": get(raw, "name", str) or d.name, "sweep_hash": get(raw, "sweep_hash", str),
             "base": get(raw, "base", str), "stage": get(raw, "stage", str), "created": created,
             "sources": sources, "targets": targets, "proxy": proxy, "runs": runs,
             "regression": {"model": reg_raw.get("model") if reg_raw else None, "heldout": heldout},
-            "tuned": tuned, "baselines": baselines, "tuned_yaml": tuned_yaml,
+            "tuned": tuned, "baselines": baselines, "tuned_yaml": tuned_yaml, "run_mixes": run_mixes,
             "missing": list(dict.fromkeys(r.missing)), "problems": list(dict.fromkeys(r.problems))}
 
 

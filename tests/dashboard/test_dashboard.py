@@ -92,6 +92,13 @@ def fake_sweep(out: Path, created: str, n_candidates: int = 24) -> dict:
     return report
 
 
+def proxy_mix(tune: Path, run_id: str) -> None:
+    """Where tune_mix.py keeps a run's proxy mix: <tuning>/runs/<id>/mix/<stage>/mix.lock.json."""
+    d = tune / "runs" / run_id / "mix" / "pretrain"
+    d.mkdir(parents=True)
+    (d / "mix.lock.json").write_text(json.dumps({"mixture": f"proxy-{run_id}", "sources": [], "seed": 17}))
+
+
 BROKEN = ('{"kind": "crawlmix-tuning", "name": "half-written", "sources": ["web-en", "code"], "targets": ["val-web"],'
           ' "runs": [{"id": "r000", "kind": "candidate", "weights": {"web-en": 0.5, "code": 0.5}, "losses": {"val-web": NaN},'
           ' "status": "ok"}, {"id": "r001", "kind": "candidate", "weights": {"web-en": 0.2, "code": 0.8},'
@@ -132,6 +139,7 @@ def site(tmp_path_factory, sample_dir):
                         str(root / "mix-video"), "--no-progress"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     fake_sweep(root / "tune", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    proxy_mix(root / "tune", "r002")
     broken_tunings(root)
     port = _port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "dashboard.py"), "--root", str(root),
@@ -176,12 +184,18 @@ def test_tuning_discovery(tmp_path):
 
     fake_sweep(tmp_path / "sweeps" / "older", "2026-11-01T10:00:00+00:00")
     fake_sweep(tmp_path / "sweeps" / "newer", "2026-12-01T10:00:00+00:00")
+    proxy_mix(tmp_path / "sweeps" / "newer", "r002")
     broken_tunings(tmp_path)
-    runs = Dashboard(tmp_path).runs()
+    dash = Dashboard(tmp_path)
+    runs = dash.runs()
     assert [r["path"] for r in runs if r["path"].startswith("sweeps/")] == ["sweeps/newer", "sweeps/older"]
     assert all(r["kind"] == "tuning" for r in runs)
     by_path = {r["path"]: r for r in runs}
-    assert set(by_path) == {"sweeps/newer", "sweeps/older", "tune-broken", "tune-garbage"}  # not eval/, not _scratch/
+    # not eval/ (another kind of report), not _scratch/, not the proxy mix inside a tuning run
+    assert set(by_path) == {"sweeps/newer", "sweeps/older", "tune-broken", "tune-garbage"}
+    assert by_path["sweeps/newer"]["proxy_mixes"] == 1 and by_path["sweeps/older"]["proxy_mixes"] == 0
+    assert dash.tuning("sweeps/newer")["run_mixes"] == {"r002": "runs/r002/mix"}
+    assert dash.mix("sweeps/newer/runs/r002/mix")["stages"][0]["plan"]["mixture"] == "proxy-r002"
     assert by_path["sweeps/newer"]["name"] == "smol-text-tune" and by_path["sweeps/newer"]["config_hash"] == "5f1c0e9a2b7d"
     assert by_path["sweeps/newer"]["docs"] == 33 and not by_path["sweeps/newer"]["problem"]
     assert "not valid JSON" in by_path["tune-garbage"]["problem"]
@@ -222,11 +236,22 @@ def test_malformed_report_over_http(site):
         assert code == 200, body
 
 
-def test_dashboard_in_chromium(site, tmp_path):
+def _chrome(tmp_path):
     if not (CHROMIUM and DRIVER):
         pytest.fail("Debian chromium and chromium-driver are required (make test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--window-size=1300,2400",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+
+
+def test_dashboard_in_chromium(site, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -235,13 +260,7 @@ def test_dashboard_in_chromium(site, tmp_path):
 
     url, root = site
     stats = json.loads((root / "crawl" / "stats.json").read_text())
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--window-size=1300,2400",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver = _chrome(tmp_path)
     try:
         wait = WebDriverWait(driver, 30)
         driver.get(url + "/")
@@ -290,5 +309,93 @@ def test_dashboard_in_chromium(site, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "a[data-shard]").click()
         wait.until(lambda d: "Sample" in d.find_element(By.CSS_SELECTOR, "[id^=viewer]").text)
         driver.save_screenshot(str(tmp_path / "dashboard-mix.png"))
+    finally:
+        driver.quit()
+
+
+def test_tuning_view_in_chromium(site, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = site
+    report = json.loads((root / "tune" / "report.json").read_text())
+    ok = [r for r in report["runs"] if r["status"] == "ok"]
+    failed = [r for r in report["runs"] if r["status"] != "ok"]
+    driver = _chrome(tmp_path)
+    try:
+        wait = WebDriverWait(driver, 30)
+        driver.get(url + "/")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#runs a[href='#/tuning/tune']"))
+        kinds = [r.get_attribute("data-kind") for r in driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-kind]")]
+        assert kinds.count("tuning") == 3 and kinds.count("mix") == 1 and "crawl" in kinds  # proxy mixes not listed
+        driver.find_element(By.CSS_SELECTOR, "#runs a[href='#/tuning/tune']").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cand-table tr"))
+        assert not driver.find_elements(By.ID, "missing")  # a complete report names nothing missing
+        # predicted vs measured: one chart per target, one point per ok run, the y = x line
+        for i, t in enumerate(report["targets"]):
+            svg = driver.find_element(By.ID, f"scatter-{i}")
+            assert svg.get_attribute("data-target") == t
+            pts = svg.find_elements(By.CSS_SELECTOR, "circle.pt")
+            assert sorted(p.get_attribute("data-run") for p in pts) == sorted(r["id"] for r in ok)
+            assert svg.find_elements(By.CSS_SELECTOR, "line.diag")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "svg.scatter circle.pt")) == len(ok) * len(report["targets"])
+        # weights: a base and a tuned bar for every source, labelled with both shares
+        chart = driver.find_element(By.ID, "weights-chart")
+        for cls in ("bar", "bar2"):
+            assert [b.get_attribute("data-label") for b in chart.find_elements(By.CSS_SELECTOR, f"rect.{cls}")] == SOURCES
+        for s in SOURCES:
+            b, t = report["baselines"]["base"]["weights"][s], report["tuned"]["weights"][s]
+            assert f"{100 * b:.1f}% / {100 * t:.1f}%" in chart.text
+        # baselines table: the report's numbers
+        for name, part in (("base", report["baselines"]["base"]), ("uniform", report["baselines"]["uniform"]),
+                           ("tuned", report["tuned"])):
+            for t in report["targets"]:
+                cell = driver.find_element(By.CSS_SELECTOR, f"#baselines tr[data-row='{name}'] td[data-target='{t}']")
+                assert float(cell.find_element(By.CLASS_NAME, "mean").text) == pytest.approx(part["confirmed"][t]["mean"], abs=5e-5)
+                assert float(cell.find_element(By.CLASS_NAME, "std").text) == pytest.approx(part["confirmed"][t]["std"], abs=5e-5)
+        for t in report["targets"]:
+            pred = driver.find_element(By.CSS_SELECTOR, f"#baselines tr[data-row='tuned'] td.pred[data-target='{t}']")
+            assert float(pred.text) == pytest.approx(report["tuned"]["predicted"][t], abs=5e-5)
+            row = driver.find_element(By.CSS_SELECTOR, f"#heldout tr[data-target='{t}']").text
+            assert f"{report['regression']['heldout'][t]['spearman']:.3f}" in row
+        # failed runs listed apart, with their error
+        for r in failed:
+            assert r["error"] in driver.find_element(By.CSS_SELECTOR, f"#failed tr[data-run='{r['id']}']").text
+        # proxy line, provenance
+        assert "builtin:ngram" in driver.find_element(By.ID, "proxy").text
+        assert driver.find_elements(By.ID, "proxy-text-only")
+        assert report["sweep_hash"] in driver.find_element(By.ID, "prov").text
+        assert driver.find_element(By.ID, "created").text == report["created"]
+        # candidate table, paged
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#cand-table tr")) == 1 + 25
+        assert driver.find_elements(By.CSS_SELECTOR, "#cand-table a[href='#/mix/tune%2Fruns%2Fr002%2Fmix']")
+        page_h = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1300, page_h + 20)
+        shot = tmp_path / "dashboard-tuning.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("CRAWLMIX_DOCS_SCREENSHOTS"):
+            shutil.copyfile(shot, ROOT / "docs" / "dashboard-tuning.png")
+        driver.set_window_size(1300, 2400)
+        driver.find_element(By.ID, "cand-next").click()
+        wait.until(lambda d: "page 2" in d.execute_script(  # re-rendered: read it in one call (no stale handles)
+            "const e = document.getElementById('cand-page'); return e ? e.textContent : '';"))
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#cand-table tr")) == 1 + len(report["runs"]) - 25
+        # a partial report: the page shows what is there and names what is missing
+        driver.get(url + "/#/tuning/tune-broken")
+        wait.until(lambda d: d.find_elements(By.ID, "missing"))
+        missing = driver.find_element(By.ID, "missing").text
+        for part in ("regression", "baselines", "proxy", "tuned.confirmed", "candidates.csv", "NaN"):
+            assert part in missing, part
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#scatter-0 circle.pt")) == 1  # r001: the one with both
+        assert driver.find_elements(By.CSS_SELECTOR, "#failed tr[data-run='r002']")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#weights-chart rect.bar2")) == 2
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cand-table tr"))
+        driver.save_screenshot(str(tmp_path / "dashboard-tuning-broken.png"))
+        driver.get(url + "/#/tuning/tune-garbage")
+        wait.until(lambda d: "not valid JSON" in d.find_element(By.ID, "app").text)
+        wait.until(lambda d: "2.3457" in d.find_element(By.ID, "app").text)  # its candidates.csv still shows
+        driver.get(url + "/#/tuning/../../etc")
+        wait.until(lambda d: "Error" in d.find_element(By.ID, "app").text)
     finally:
         driver.quit()

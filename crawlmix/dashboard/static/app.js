@@ -16,14 +16,13 @@ function barChart(id, rows, opts = {}) {
   const h = rows.length * rowH + 10;
   let s = `<svg class="chart" id="${id}" width="${w}" height="${h}" role="img">`;
   rows.forEach((r, i) => {
-    const y = i * rowH + 4, bw = ((w - left - 60) * r.value) / max;
+    const y = i * rowH + 4, bw = ((w - left - 60) * r.value) / max, bw2 = opts.twin ? ((w - left - 60) * (r.value2 || 0)) / max : 0;
     s += `<text x="${left - 6}" y="${y + 12}" text-anchor="end">${esc(r.label).slice(0, 32)}</text>`;
     s += `<rect class="bar" data-label="${esc(r.label)}" x="${left}" y="${y}" width="${Math.max(1, bw)}" height="${opts.twin ? 7 : 14}"><title>${esc(r.label)}: ${r.value}</title></rect>`;
     if (opts.twin) {
-      const bw2 = ((w - left - 60) * (r.value2 || 0)) / max;
       s += `<rect class="bar2" data-label="${esc(r.label)}" x="${left}" y="${y + 8}" width="${Math.max(1, bw2)}" height="7"><title>${esc(r.label)}: ${r.value2}</title></rect>`;
     }
-    s += `<text x="${left + bw + 4}" y="${y + 12}">${opts.pct ? (100 * r.value).toFixed(1) + "%" : fmt(r.value)}${opts.twin ? " / " + (opts.pct ? (100 * (r.value2 || 0)).toFixed(1) + "%" : fmt(r.value2)) : ""}</text>`;
+    s += `<text x="${left + Math.max(bw, bw2) + 4}" y="${y + 12}">${opts.pct ? (100 * r.value).toFixed(1) + "%" : fmt(r.value)}${opts.twin ? " / " + (opts.pct ? (100 * (r.value2 || 0)).toFixed(1) + "%" : fmt(r.value2)) : ""}</text>`;
   });
   return s + "</svg>";
 }
@@ -39,7 +38,7 @@ async function runsPage() {
   app.innerHTML = `<section><h2>Runs, mixes and tunings (newest first)</h2><table id="runs"><tr><th>kind</th><th>name</th><th>path</th><th>created</th>
     <th>config</th><th class="num">docs / samples / runs</th><th class="num">size</th></tr>
     ${runs.map((r) => `<tr data-kind="${esc(r.kind)}"><td>${esc(r.kind)}</td><td><a href="#/${esc(r.kind)}/${encodeURIComponent(r.path)}">${esc(r.name)}</a>${r.problem ? ` <span class="warn-text" title="${esc(r.problem)}">(report unreadable)</span>` : ""}</td><td><code>${esc(r.path)}</code></td>
-    <td>${esc(r.created)}</td><td><code>${esc(r.config_hash)}</code></td><td class="num">${fmt(r.docs)}${r.kind === "tuning" ? " runs" : ""}</td><td class="num">${fmt(Math.round(r.bytes / 1024))} KiB</td></tr>`).join("")}
+    <td>${esc(r.created)}</td><td><code>${esc(r.config_hash)}</code></td><td class="num">${fmt(r.docs)}${r.kind === "tuning" ? " runs" + (r.proxy_mixes ? ` (${r.proxy_mixes} proxy mix${r.proxy_mixes === 1 ? "" : "es"})` : "") : ""}</td><td class="num">${fmt(Math.round(r.bytes / 1024))} KiB</td></tr>`).join("")}
     </table>${runs.length ? "" : "<p class=muted>No crawl runs, mixes or tuning runs under this root.</p>"}</section>`;
 }
 

@@ -1,23 +1,24 @@
 // crawlmix dashboard: the Tuning view (a report.json of "kind": "crawlmix-tuning"). Loaded before app.js,
 // whose helpers (app, esc, fmt, api, barChart, setProv) it uses when called. Plain JS, SVG, no external assets.
 "use strict";
-const num = (x, d = 4) => (typeof x !== "number" || !isFinite(x) ? "—" : Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(d) : x.toPrecision(2));
+const num = (x, d = 4) => (typeof x !== "number" || !isFinite(x) ? "—" : Math.abs(x) >= 0.5 * 10 ** -d || x === 0 ? x.toFixed(d) : x.toPrecision(2));
 const kindClass = (k) => "k-" + String(k).replace(/[^a-z0-9-]/gi, "");
 const KINDS = ["candidate", "base", "uniform", "confirm-tuned", "confirm-base", "confirm-uniform"];
 
 // Scatter of predicted (x) vs measured (y) with the y = x line. pts: [{x, y, kind, id}]
 function scatter(id, target, pts) {
-  const w = 380, h = 310, m = {l: 56, r: 14, t: 12, b: 42};
+  const w = 390, h = 310, m = {l: 56, r: 24, t: 12, b: 42};
   const vals = pts.flatMap((p) => [p.x, p.y]);
   let lo = Math.min(...vals), hi = Math.max(...vals);
   if (!(hi > lo)) { lo -= 0.5; hi += 0.5; }
   const pad = (hi - lo) * 0.06; lo -= pad; hi += pad;
+  const dec = Math.min(6, Math.max(2, Math.ceil(-Math.log10((hi - lo) / 4))));  // ticks that differ
   const sx = (v) => m.l + ((v - lo) / (hi - lo)) * (w - m.l - m.r), sy = (v) => h - m.b - ((v - lo) / (hi - lo)) * (h - m.t - m.b);
   let s = `<svg class="chart scatter" id="${id}" data-target="${esc(target)}" width="${w}" height="${h}" role="img">`;
   for (let i = 0; i <= 4; i++) {
     const v = lo + (i * (hi - lo)) / 4;
     s += `<line class="grid" x1="${m.l}" x2="${w - m.r}" y1="${sy(v)}" y2="${sy(v)}"/><line class="grid" x1="${sx(v)}" x2="${sx(v)}" y1="${m.t}" y2="${h - m.b}"/>`;
-    s += `<text x="${m.l - 4}" y="${sy(v) + 4}" text-anchor="end">${v.toFixed(2)}</text><text x="${sx(v)}" y="${h - m.b + 14}" text-anchor="middle">${v.toFixed(2)}</text>`;
+    s += `<text x="${m.l - 4}" y="${sy(v) + 4}" text-anchor="end">${v.toFixed(dec)}</text><text x="${sx(v)}" y="${h - m.b + 14}" text-anchor="middle">${v.toFixed(dec)}</text>`;
   }
   s += `<line class="diag" x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}"><title>y = x</title></line>`;
   s += `<text x="${(m.l + w - m.r) / 2}" y="${h - 6}" text-anchor="middle">predicted loss</text>`;
@@ -39,8 +40,10 @@ function missingNote(d, prefix) {
 
 async function tuningPage(path) {
   document.getElementById("crumb").textContent = " / tuning " + path;
-  const d = await api("/api/tuning", {path});
+  const hash = location.hash, d = await api("/api/tuning", {path});
+  if (location.hash !== hash) return;  // navigated away meanwhile
   document.getElementById("prov").textContent = `sweep ${d.sweep_hash || "?"} · created ${d.created || "?"}`;
+  const runLink = (id) => (d.run_mixes[id] ? `<a href="#/mix/${encodeURIComponent(d.path.replace(/\/+$/, "") + "/" + d.run_mixes[id])}">${esc(id)}</a>` : esc(id));
   const ok = d.runs.filter((r) => r.status === "ok"), failed = d.runs.filter((r) => r.status !== "ok");
   const p = d.proxy;
   const proxy = p.trainer ? `proxy <b id="proxy-trainer">${esc(p.trainer)}</b>${p.text_only ? ', <b id="proxy-text-only">text-only</b> (non-text sources are not trained on by the proxy)' : ""}${p.budget_tokens != null ? `, ${fmt(p.budget_tokens)} tokens per run` : ""}` : "proxy not stated";
@@ -62,7 +65,7 @@ async function tuningPage(path) {
   const best = Object.fromEntries(d.targets.map((t) => [t, Math.min(...rowsB.map(([, b]) => (b.confirmed[t] || {}).mean).filter((v) => typeof v === "number"))]));
   const cell = (b, t) => {
     const c = b.confirmed[t];
-    return c && typeof c.mean === "number" ? `<span class="mean">${num(c.mean)}</span> ± <span class="std">${num(c.std)}</span>` : `<span class="muted">—</span>`;
+    return c && typeof c.mean === "number" ? `<span class="mean">${num(c.mean)}</span> ± <span class="std">${num(c.std)}</span>${c.n ? ` <span class="muted">(n=${c.n})</span>` : ""}` : `<span class="muted">—</span>`;
   };
   const delta = (t) => {
     const a = (d.tuned.confirmed[t] || {}).mean, b = (d.baselines.base.confirmed[t] || {}).mean;
@@ -75,7 +78,7 @@ async function tuningPage(path) {
   const heldout = `<table id="heldout"><tr><th>target</th><th class="num">Spearman</th><th class="num">R²</th></tr>
     ${d.targets.map((t) => { const h = d.regression.heldout[t] || {}; return `<tr data-target="${esc(t)}"><td>${esc(t)}</td><td class="num">${num(h.spearman, 3)}</td><td class="num">${num(h.r2, 3)}</td></tr>`; }).join("")}</table>`;
   const fails = failed.length ? `<table id="failed"><tr><th>run</th><th>kind</th><th>seed</th><th>status</th><th>error</th></tr>
-    ${failed.map((r) => `<tr data-run="${esc(r.id)}"><td>${esc(r.id)}</td><td>${esc(r.kind)}</td><td>${esc(r.seed)}</td><td>${esc(r.status)}</td><td>${esc(r.error) || '<span class="muted">no error recorded</span>'}</td></tr>`).join("")}</table>`
+    ${failed.map((r) => `<tr data-run="${esc(r.id)}"><td>${runLink(r.id)}</td><td>${esc(r.kind)}</td><td>${esc(r.seed)}</td><td>${esc(r.status)}</td><td>${esc(r.error) || '<span class="muted">no error recorded</span>'}</td></tr>`).join("")}</table>`
     : `<p class="muted" id="failed">no failed runs</p>`;
   const gaps = d.missing.length || d.problems.length ? `<section id="missing" class="warn"><h2>Incomplete report</h2>
     ${d.missing.length ? `<p>Missing: ${d.missing.map((m) => `<code>${esc(m)}</code>`).join(" ")}</p>` : ""}
@@ -84,10 +87,10 @@ async function tuningPage(path) {
   <section id="summary"><h2>Tuning ${esc(d.name)}</h2>
     <p>base mixture <code>${esc(d.base || "?")}</code> · stage <code>${esc(d.stage || "?")}</code> · ${d.sources.length} sources · targets ${d.targets.map(esc).join(", ") || "—"}</p>
     <p id="proxy">${proxy}</p>
-    <p>${d.runs.length} runs: ${ok.length} ok, ${failed.length} failed · fit <b>${esc(d.regression.model || "?")}</b></p></section>
+    <p>${d.runs.length} runs: ${ok.length} ok, ${failed.length} failed · fit <b>${esc(d.regression.model || "?")}</b>${Object.keys(d.run_mixes).length ? ` · ${Object.keys(d.run_mixes).length} proxy mix(es) kept (run ids link to them)` : ""}</p></section>
   <section><h2>Predicted vs measured loss (ok runs)</h2>${missingNote(d, "regression")}${legend()}<div class="scatters">${scatters || '<p class="muted">no targets</p>'}</div></section>
   <div class="grid">
-    <section><h2>Weights: base (blue) → tuned (orange)</h2>${missingNote(d, "tuned.weights")}${wrows.length ? barChart("weights-chart", wrows, {twin: true, pct: true, left: 150, width: 500}) : '<p class="muted">no sources</p>'}</section>
+    <section><h2>Weights: base (blue) → tuned (orange)</h2>${missingNote(d, "tuned.weights")}${Object.keys(bw).length ? "" : '<p class="muted missing-note">base weights: not in report.json (no baselines.base.weights, no base run)</p>'}${wrows.length ? barChart("weights-chart", wrows, {twin: true, pct: true, left: 150, width: 500}) : '<p class="muted">no sources</p>'}</section>
     <section><h2>Held-out fit quality (${esc(d.regression.model || "?")})</h2>${heldout}</section>
   </div>
   <section><h2>Baselines: confirmed loss, mean ± std over seeds (lower is better)</h2>${missingNote(d, "baselines")}${missingNote(d, "tuned.confirmed")}${baselines}</section>
@@ -100,10 +103,11 @@ async function tuningPage(path) {
   let page = 0;
   const showCandidates = async () => {
     const c = await api("/api/candidates", {path, page});
+    if (location.hash !== hash) return;
     const cellv = (v) => (typeof v === "number" && !Number.isInteger(v)) || (typeof v === "string" && /^-?\d+\.\d{5,}$/.test(v)) ? num(Number(v)) : esc(v ?? "");
     document.getElementById("cand-source").textContent = `from ${c.source} · ${c.total} rows`;
     document.getElementById("candidates").innerHTML = `<table id="cand-table"><tr>${c.columns.map((h) => `<th>${esc(h)}</th>`).join("")}</tr>
-      ${c.rows.map((r) => `<tr>${r.map((v) => `<td>${cellv(v)}</td>`).join("")}</tr>`).join("")}</table>
+      ${c.rows.map((r) => `<tr>${r.map((v, j) => `<td>${j === 0 && d.run_mixes[v] ? runLink(v) : cellv(v)}</td>`).join("")}</tr>`).join("")}</table>
       <div class="pager"><button id="cand-prev" ${page ? "" : "disabled"}>prev</button><button id="cand-next" ${(page + 1) * c.page_size < c.total ? "" : "disabled"}>next</button>
       <span id="cand-page">page ${page + 1} of ${Math.max(1, Math.ceil(c.total / c.page_size))}</span></div>`;
     document.getElementById("cand-prev").onclick = () => { page--; showCandidates(); };
