@@ -6,8 +6,6 @@ and weighted sources. See docs/mix.md for the reference and mixtures/*.yaml for 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from pathlib import Path
@@ -121,11 +119,11 @@ class MixtureConfig(Strict):
 
     _name = field_validator("name")(_check_name)
 
-    def digest(self) -> str:
-        data = self.model_dump(mode="json", exclude=self.digest_exclude)
-        if data.get("tuning") is None:
-            data.pop("tuning", None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    def digest_data(self) -> dict:
+        data = super().digest_data()
+        if data.get("tuning") is None:  # a hand-set mixture hashes as before the field existed
+            data.pop("tuning")
+        return data
 
     @model_validator(mode="after")
     def _stages(self):

@@ -25,10 +25,13 @@ class StrictModel(BaseModel):
     # fields left out of digest(): settings that say where things are, not what is done
     digest_exclude: ClassVar[Any] = None
 
+    def digest_data(self) -> dict:
+        """What digest() hashes: the resolved config less ``digest_exclude``."""
+        return self.model_dump(mode="json", exclude=self.digest_exclude)
+
     def digest(self) -> str:
         """Hash of the fully resolved config: provenance for every output and the key of task markers."""
-        blob = json.dumps(self.model_dump(mode="json", exclude=self.digest_exclude), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.digest_data(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:

@@ -112,7 +112,7 @@ class EvalConfig(Strict):
 
 class RegressionConfig(Strict):
     model: Literal["powerlaw", "loglinear"] = "powerlaw"
-    folds: int = Field(0, ge=0)  # 0: leave-one-out; else k-fold for the held-out Spearman / R^2
+    folds: int = Field(5, ge=0)  # k-fold for the held-out Spearman / R^2 (0: leave-one-out, K+2 more fits)
     starts: int = Field(8, gt=0)  # seeded SLSQP starts for the proposal
 
 

@@ -4,7 +4,7 @@
 - loglinear (Ye et al. data mixing law): L(w) = c + exp(sum_i t_i w_i)
 
 Only the searched sources enter a law (fixed sources are constant). Each law is fitted by scipy's
-least_squares from several seeded starts; held-out Spearman and R^2 come from leave-one-out (or k-fold)
+least_squares (soft-L1) from several seeded starts; held-out Spearman and R^2 come from leave-one-out (or k-fold)
 refits. The proposal minimises the weighted mean of the predicted losses under the bounds, the fixed
 weights and the epoch limits (linear constraints) with SLSQP from several seeded starts.
 """
@@ -12,7 +12,7 @@ weights and the epoch limits (linear constraints) with SLSQP from several seeded
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import least_squares, minimize
+from scipy.optimize import least_squares, minimize, nnls
 from scipy.stats import spearmanr
 
 EPS = 1e-3
@@ -38,6 +38,10 @@ class Law:
         if self.model == "powerlaw":
             lb = np.r_[-np.inf, np.zeros(n), np.zeros(n)]
             ub = np.r_[lo_y, np.full(n, np.inf), np.full(n, 3.0)]
+            for a in (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0):  # shared exponent: c, k by non-negative least squares
+                X = np.c_[np.ones(len(y)), (self._W + EPS) ** (-a)]
+                coef, _ = nnls(X, y)
+                out.append((np.r_[min(coef[0], lo_y - 1e-6), coef[1:], np.full(n, a)], (lb, ub)))
             for j in range(4):
                 c0 = lo_y - (0.05 if j == 0 else float(rng.uniform(0.01, 1.0)))
                 k0 = np.full(n, max(lo_y - c0, 1e-3) / n / 10) * (1 if j == 0 else rng.uniform(0.2, 5, n))
@@ -54,8 +58,9 @@ class Law:
 
     def fit(self, W: np.ndarray, y: np.ndarray, seed: int = 0) -> Law:
         rng = np.random.default_rng(seed)
+        self._W = W
         best, best_cost = None, np.inf
-        scale = max(float(np.std(y)), 1e-6)
+        scale = max(float(np.median(np.abs(y - np.median(y)))), 1e-6)  # robust: far-off mixes do not dominate
         for p0, (lb, ub) in self._starts(y, rng):
             p0 = np.clip(p0, lb + 1e-9, ub - 1e-9)
             ridge = 1e-3 * scale
@@ -65,7 +70,7 @@ class Law:
                 return np.r_[r, ridge * p[1:]]
 
             try:
-                r = least_squares(resid, p0, bounds=(lb, ub), max_nfev=400 * len(p0))
+                r = least_squares(resid, p0, bounds=(lb, ub), max_nfev=400 * len(p0), loss="soft_l1", f_scale=0.1)
             except (ValueError, FloatingPointError):
                 continue
             if r.cost < best_cost:
@@ -94,9 +99,15 @@ def heldout(model: str, W: np.ndarray, y: np.ndarray, folds: int, seed: int) -> 
 
 
 def propose(laws: dict, target_weights: dict[str, float], space, free_idx: np.ndarray, starts: list[np.ndarray],
-            seed: int, n_starts: int) -> np.ndarray:
-    """Weights over all sources minimising the weighted mean predicted loss, under every constraint."""
+            seed: int, n_starts: int, trust: np.ndarray | None = None) -> np.ndarray:
+    """Weights over all sources minimising the weighted mean predicted loss, under every constraint. With
+    ``trust`` (the best observed mixes), each source stays within the range those mixes used: a law
+    fitted on proxy runs is not trusted far outside them (e.g. at a weight of 0 no good run had)."""
     n = len(space.sources)
+    lo, hi = space.lo.copy(), space.hi.copy()
+    if trust is not None and len(trust):
+        lo[free_idx] = np.maximum(lo[free_idx], trust[:, free_idx].min(axis=0))
+        hi[free_idx] = np.minimum(hi[free_idx], trust[:, free_idx].max(axis=0))
     tw = np.array([target_weights[t] for t in laws])
     tw = tw / tw.sum()
 
@@ -109,7 +120,7 @@ def propose(laws: dict, target_weights: dict[str, float], space, free_idx: np.nd
     if rows:
         A = np.array(rows)
         cons.append({"type": "ineq", "fun": lambda w: -(A @ w), "jac": lambda w: -A})
-    bounds = list(zip(space.lo, space.hi))
+    bounds = list(zip(lo, hi))
     rng = np.random.default_rng([seed, 2])
     x0s = list(starts)
     while len(x0s) < n_starts + len(starts):
@@ -118,9 +129,9 @@ def propose(laws: dict, target_weights: dict[str, float], space, free_idx: np.nd
         x0s.append(w)
     best, best_f = None, np.inf
     for x0 in x0s:
-        r = minimize(objective, np.clip(x0, space.lo, space.hi), method="SLSQP", bounds=bounds, constraints=cons,
+        r = minimize(objective, np.clip(x0, lo, hi), method="SLSQP", bounds=bounds, constraints=cons,
                      options={"maxiter": 300, "ftol": 1e-10})
-        w = np.clip(r.x, space.lo, space.hi)
+        w = np.clip(r.x, lo, hi)
         w = w / w.sum()
         f = objective(w)
         if f < best_f - 1e-12 and space.feasible(w):

@@ -2,7 +2,7 @@
 
     python pipelines/tune_mix.py --sweep mixtures/text-pretrain.sweep.yaml --output output/tune/text-pretrain
     python pipelines/tune_mix.py --sweep mixtures/smolvlm-video.sweep.yaml --output out/ --count 6
-    ray job submit --working-dir . -- python pipelines/tune_mix.py --sweep X.sweep.yaml --output DIR --ray
+    python pipelines/submit.py --address http://HEAD:8265 -- python pipelines/tune_mix.py --sweep X.sweep.yaml --output DIR --ray
 
 Candidates (the base mix, uniform, and seeded Dirichlet draws inside the bounds and epoch limits) are
 built by the mixer in process and trained by the proxy (one executor task per run); a law per target is
@@ -144,9 +144,10 @@ def tune(sweep_path, out: Path, root: Path = Path("."), workers: int = 1, use_ra
         laws[t] = Law(sweep.regression.model, len(fi)).fit(W, y, sweep.seed)
         held[t] = heldout(sweep.regression.model, W, y, sweep.regression.folds, sweep.seed)
     tw = {t.name: t.weight for t in sweep.eval.targets}
-    best_seen = sorted(ok, key=lambda r: sum(tw[t] * r["losses"][t] for t in tnames))[:3]
-    starts = [np.array([r["weights"][s] for s in space.sources]) for r in best_seen]
-    w_star = propose(laws, tw, space, fi, starts, sweep.seed, sweep.regression.starts)
+    ranked = sorted(ok, key=lambda r: sum(tw[t] * r["losses"][t] for t in tnames))
+    trust = np.array([[r["weights"][s] for s in space.sources] for r in ranked[:max(3, len(ranked) // 4)]])
+    starts = list(trust[:3])
+    w_star = propose(laws, tw, space, fi, starts, sweep.seed, sweep.regression.starts, trust)
     if w_star is None or not space.feasible(np.array(cand.rounded(w_star))):
         w_star = starts[0]  # no feasible optimum found: the best observed mix
     tuned = space.weights(w_star)
