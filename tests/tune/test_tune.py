@@ -90,6 +90,18 @@ def test_resume_reruns_only_missing_runs_and_is_byte_identical(solved):
     assert (out / "tuned.yaml").read_bytes() == tuned and (out / "candidates.csv").read_bytes() == cands
 
 
+@pytest.mark.slow
+def test_ray_and_process_backends_give_the_same_outputs(solved):
+    """One proxy run = one executor task: on Ray (a local one) and in 2 worker processes, the same
+    candidates.csv and tuned.yaml as the in-process run (fresh output folders, nothing resumed)."""
+    root, sweep, _ = solved
+    want = [(root / "out" / f).read_bytes() for f in ("candidates.csv", "tuned.yaml")]
+    for kw, name in (({"use_ray": True, "workers": 2}, "out-ray"), ({"workers": 2}, "out-procs")):
+        tune(sweep, root / name, root, progress=False, **kw)
+        got = [(root / name / f).read_bytes() for f in ("candidates.csv", "tuned.yaml")]
+        assert got == want, name
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def _edit_sweep(path, **over):
     raw = yaml.safe_load(path.read_text())
