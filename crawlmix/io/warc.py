@@ -147,6 +147,17 @@ def _first_bytes(path: str, n: int) -> bytes:
         return f.read(n)
 
 
+def _decode_page(body: bytes, declared: str | None, ref: RecordRef, report: Report) -> tuple[str, str] | None:
+    """(html, charset), or None (reported) when too much of it does not decode."""
+    html, charset, bad, note = decode_html(body, declared)
+    if bad > 0.3:
+        report("undecodable", ref, f"{bad:.0%} of characters undecodable as {charset}")
+        return None
+    if note:
+        report("charset_fallback", ref, note, dropped=False)
+    return html, charset
+
+
 def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                mime_types=("text/html", "application/xhtml+xml")) -> Iterator[Page]:
     """Yield the HTML pages (and WET text records) of one file; report everything skipped."""
@@ -209,13 +220,10 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                     mime, declared = _content_type({"content-type": rec.headers.get("Content-Type") or ""})
                 if mime not in mime_types:
                     continue  # images, PDFs, ...: not this stage's input (not an error)
-                html, charset, bad, note = decode_html(body, declared)
-                if bad > 0.3:
-                    report("undecodable", ref, f"{bad:.0%} of characters undecodable as {charset}")
+                decoded = _decode_page(body, declared, ref, report)
+                if decoded is None:
                     continue
-                if note:
-                    report("charset_fallback", ref, note, dropped=False)
-                pending = Page(rid, url, date, path, offset, html=html, charset=charset)
+                pending = Page(rid, url, date, path, offset, html=decoded[0], charset=decoded[1])
     except Exception as e:  # a broken stream: keep what was read, name where it broke
         broken = True
         report("corrupt_file", RecordRef(path, offset), f"stopped after {n_records} records: {type(e).__name__}: {e}")
@@ -248,14 +256,11 @@ def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
                     if rec.http_headers else ("", None)
                 if mime not in mime_types:
                     continue
-                html, charset, bad, note = decode_html(body, declared)
-                if bad > 0.3:
-                    report("undecodable", ref, f"{bad:.0%} of characters undecodable as {charset}")
+                decoded = _decode_page(body, declared, ref, report)
+                if decoded is None:
                     continue
-                if note:
-                    report("charset_fallback", ref, note, dropped=False)
                 date = rec.rec_headers.get_header("WARC-Date") or ""
-                yield Page(f"arc:{path}@{offset}", url, date, path, offset, html=html, charset=charset)
+                yield Page(f"arc:{path}@{offset}", url, date, path, offset, html=decoded[0], charset=decoded[1])
     except Exception as e:
         report("corrupt_file", RecordRef(path, offset), f"stopped after {n} ARC records: {type(e).__name__}: {e}")
     if n == 0:

@@ -22,7 +22,8 @@ WEIGHT_TOLERANCE = 1e-6  # per active source: weights written with 6 decimals (0
 Modality = Literal["text", "image", "multi-image", "video", "interleaved"]
 
 
-def _check_name(v: str) -> str:
+def check_name(v: str) -> str:
+    """A name that can be a folder and a key: letters, digits, '_' and '-'."""
     if not NAME_RE.match(v):
         raise ValueError(f"{v!r} must match {NAME_RE.pattern} (letters, digits, '_' and '-'; no dots or slashes)")
     return v
@@ -46,7 +47,7 @@ class SourceConfig(Strict):
     # (crawlmix.samples.media_sample) into the path's folder.
     bundled: Literal["crawl", "media"] | None = None
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
 
 class Budget(Strict):
@@ -84,7 +85,7 @@ class StageConfig(Strict):
     normalize: bool | None = None  # None: the mixture's setting
     sources: list[SourceConfig] = Field(min_length=1)
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
     @model_validator(mode="after")
     def _unique(self):
@@ -117,7 +118,7 @@ class MixtureConfig(Strict):
     # baselines. Provenance that enters digest(); absent in hand-set mixtures (their hash is unchanged).
     tuning: dict | None = None
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
     def digest_data(self) -> dict:
         data = super().digest_data()

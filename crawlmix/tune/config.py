@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from crawlmix.mix.config import NAME_RE, MixtureConfig, StageConfig, load_mixture
+from crawlmix.mix.config import MixtureConfig, StageConfig, check_name, load_mixture
 from crawlmix.runtime.config import ConfigError, read_yaml_mapping, validate
 from crawlmix.runtime.config import StrictModel as Strict
 from crawlmix.runtime.resources import resolve_config
@@ -91,12 +91,7 @@ class TargetConfig(Strict):
     # generate a held-out slice of a stage source when the path is missing: {source: NAME, every: 5}
     holdout: dict | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v):
-        if not NAME_RE.match(v):
-            raise ValueError(f"{v!r} must match {NAME_RE.pattern}")
-        return v
+    _name = field_validator("name")(check_name)
 
 
 class EvalConfig(Strict):
@@ -132,12 +127,7 @@ class SweepConfig(Strict):
     regression: RegressionConfig = RegressionConfig()
     confirm: ConfirmConfig = ConfirmConfig()
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v):
-        if not NAME_RE.match(v):
-            raise ValueError(f"{v!r} must match {NAME_RE.pattern}")
-        return v
+    _name = field_validator("name")(check_name)
 
 
 def check_against(sweep: SweepConfig, mix: MixtureConfig, where: str) -> StageConfig:
