@@ -14,6 +14,7 @@ import yaml
 from crawlmix.mix.config import parse_mixture
 from crawlmix.runtime.atomic import write_json, write_text
 from crawlmix.runtime.config import read_yaml_mapping
+from crawlmix.tune.candidates import uniform
 
 
 def _stats(runs: list[dict], kind: str, targets: list[str]) -> dict:
@@ -38,8 +39,6 @@ def write_csv(path: Path, runs: list[dict], sources: list[str], targets: list[st
 def build_report(sweep, sweep_hash: str, space, targets: list[str], runs: list[dict], heldout: dict,
                  tuned: dict, predicted: dict, text_only: bool) -> dict:
     base_w = space.weights(space.base)
-    from crawlmix.tune.candidates import uniform
-
     return {
         "kind": "crawlmix-tuning", "name": sweep.name, "sweep_hash": sweep_hash, "base": sweep.base,
         "stage": sweep.stage, "sources": list(space.sources), "targets": targets,
