@@ -1,7 +1,8 @@
 """The cluster path: `ray start --head`, then a job submitted with its working directory uploaded.
 
 The head is started in its own process group; the test stops that group by PID and nothing else (never
-`ray stop`, which would kill every Ray on the machine). Submissions wait for the head's job agent.
+Ray's machine-wide stop command, which would end every Ray on the machine). Submissions wait for the head's
+job agent.
 """
 
 from __future__ import annotations
