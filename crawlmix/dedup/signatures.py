@@ -20,6 +20,7 @@ import regex
 import xxhash
 
 from crawlmix.dedup.config import DedupConfig
+from crawlmix.io.paths import file_digest
 from crawlmix.runtime.atomic import write_table
 from crawlmix.runtime.completion import Completion
 
@@ -298,15 +299,6 @@ def signature_key(cfg: DedupConfig) -> str:
     h = hashlib.sha256(f"{cfg.digest()} {cfg.lsh_params()} {datasketch.__version__} {np.__version__}".encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
-
-
-def file_digest(path: str) -> str:
-    """xxh3-128 of a file's bytes (a few GB/s): a signature marker holds its input's."""
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def signature_table(src: str, cfg: DedupConfig) -> pa.Table:

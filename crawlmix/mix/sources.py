@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crawlmix.io.paths import file_digest
 from crawlmix.mix.config import SourceConfig
 from crawlmix.mix.members import JSON_HEAD
 from crawlmix.mix.readers import index_tars, index_texts
@@ -89,15 +90,10 @@ def _map(path: str):
 
 
 def _fingerprint(path: str, mm=None) -> str:
+    """xxh3-64 of the file (of its mapping when one is open: tars are hashed in place)."""
     import xxhash
 
-    if mm is not None:
-        return xxhash.xxh3_64(mm).hexdigest()
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 23):
-            h.update(chunk)
-    return h.hexdigest()
+    return xxhash.xxh3_64(mm).hexdigest() if mm is not None else file_digest(path)
 
 
 # ---------------------------------------------------------------------------------------------- the index

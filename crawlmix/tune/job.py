@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crawlmix.io.paths import file_digest
 from crawlmix.mix.config import parse_mixture
 from crawlmix.mix.plan import prepare
 from crawlmix.mix.sources import MixError
@@ -43,14 +44,6 @@ class TuneError(RuntimeError):
 
 def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_hash(p: str) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def source_stats(base_raw: dict, stage: str, root: Path, overrides: dict, progress: bool) -> dict:
@@ -121,7 +114,7 @@ def tune(sweep_path, out: Path, root: Path = Path("."), workers: int = 1, use_ra
     if dry_run:
         return {"sweep": sweep.name, "runs": runs, "sources": space.sources, "targets": targets}
     run_hash = _sha([mix.digest(), stage.name, sweep.proxy.model_dump(mode="json", exclude={"max_failures"}),
-                     {k: _file_hash(p) for k, p in targets.items()}, overrides, stats])
+                     {k: file_digest(p) for k, p in targets.items()}, overrides, stats])
     sweep_hash = _sha([sweep.digest(), mix.digest(), run_hash])
     out.mkdir(parents=True, exist_ok=True)
     ctx = {"output": str(out.resolve()), "base_raw": base_raw, "stage": stage.name, "root": str(root.resolve()),
