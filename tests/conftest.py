@@ -33,3 +33,9 @@ def manifest(sample_dir):
     import json
 
     return json.loads((sample_dir / "SAMPLE_MANIFEST.json").read_text())
+
+
+# moto's S3 server on 127.0.0.1, once per session, for every folder's object-store tests (tests/cluster/conftest.py)
+from tests.cluster.conftest import run_s3_server  # noqa: E402
+
+s3_server = pytest.fixture(scope="session", name="s3_server")(run_s3_server)

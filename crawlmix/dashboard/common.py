@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,61 @@ class NotFound(Exception):
 
 class Forbidden(Exception):
     pass
+
+
+class BadRequest(ValueError):
+    """A query value the API cannot use (answered 400)."""
+
+
+def whole(q: dict, name: str, default: int = 0) -> int:
+    """The non-negative integer query value ``name`` (a page, a sample index), else BadRequest."""
+    raw = q.get(name, default)
+    try:
+        v = int(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name}={raw!r} is not a whole number") from None
+    if v < 0:
+        raise BadRequest(f"{name}={v} is negative")
+    return v
+
+
+def number(q: dict, name: str, default: float = 0.0) -> float:
+    """The finite number query value ``name``, else BadRequest."""
+    raw = q.get(name, default)
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(v):
+        raise BadRequest(f"{name}={raw!r} is not a finite number")
+    return v
+
+
+def inside(p: Path, root: Path) -> bool:
+    """Whether ``p``, symlinks followed, is ``root`` or under it (``root`` resolved)."""
+    try:
+        r = p.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return r == root or root in r.parents
+
+
+def escaping_link(d: Path, root: Path) -> Path | None:
+    """The first symlink under folder ``d`` (links are not followed into) that leads outside ``root``,
+    else None. The dashboard serves nothing from a folder holding one."""
+    stack = [d]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_symlink():
+                if not inside(Path(e.path), root):
+                    return Path(e.path)
+            elif e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+    return None
 
 
 def files(d: Path) -> list[Path]:

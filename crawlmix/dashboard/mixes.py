@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import tarfile
 from pathlib import Path
 
 from crawlmix.dashboard.common import Forbidden, NotFound, histogram
+from crawlmix.dashboard.remote import open_tar
+from crawlmix.mix.read import nested_members
 
 
 def mix_entry(lock: Path, root: Path, mixes: dict) -> None:
@@ -51,7 +52,7 @@ def sample(root: Path, d: Path, shard: str, index: int) -> dict:
     if root not in tar_path.parents or not tar_path.is_file() or tar_path.suffix != ".tar":
         raise Forbidden(shard)
     members: dict[str, dict] = {}
-    with tarfile.open(tar_path) as tar:
+    with open_tar(tar_path) as tar:
         for m in tar:
             if not m.isfile():
                 continue
@@ -71,6 +72,12 @@ def sample(root: Path, d: Path, shard: str, index: int) -> dict:
         elif ext.rsplit(".", 1)[-1] in ("jpg", "jpeg", "png", "webp"):
             mime = {"jpg": "jpeg"}.get(ext.rsplit(".", 1)[-1], ext.rsplit(".", 1)[-1])
             out.setdefault("images", []).append(f"data:image/{mime};base64," + base64.b64encode(data).decode())
+        elif ext == "images.tar":  # the mixer's uniform layout: the sample's images as a nested tar
+            for name, blob in nested_members(data):
+                e = name.rsplit(".", 1)[-1]
+                if e in ("jpg", "jpeg", "png", "webp"):
+                    out.setdefault("images", []).append(f"data:image/{'jpeg' if e == 'jpg' else e};base64,"
+                                                        + base64.b64encode(blob).decode())
     return out
 
 
@@ -78,11 +85,13 @@ def image_stats(stage_dir: Path) -> dict:
     """Image width/height/aspect histograms of a mix stage, from its per-sample JSON where present."""
     sizes = []
     for tar_path in sorted(stage_dir.glob("*.tar"))[:8]:  # a sample of shards keeps this bounded
-        with tarfile.open(tar_path) as tar:
+        with open_tar(tar_path) as tar:
             for m in tar:
                 if m.isfile() and m.name.endswith(".json"):
                     meta = json.loads(tar.extractfile(m).read())
-                    inner = meta.get("meta") if isinstance(meta.get("meta"), dict) else {}
+                    inner = meta.get("meta")
+                    inner = json.loads(inner) if isinstance(inner, str) else inner  # uniform layout: a JSON string
+                    inner = inner if isinstance(inner, dict) else {}
                     w, h = meta.get("width") or inner.get("width"), meta.get("height") or inner.get("height")
                     if w and h:
                         sizes.append((w, h))

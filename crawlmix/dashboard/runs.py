@@ -14,9 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from crawlmix.dashboard import mixes, tuning
-from crawlmix.dashboard.common import Forbidden, NotFound, files, hidden, histogram, mtime_iso, size
+from crawlmix.dashboard import interleaved, mixes, tuning
+from crawlmix.dashboard.common import (Forbidden, NotFound, escaping_link, files, hidden, histogram, inside,
+                                       mtime_iso, size)
+from crawlmix.dashboard.remote import RemotePath, RemoteTree, parquet_file, read_table
 from crawlmix.filters.signals import SIGNAL_NAMES
+from crawlmix.runtime import runstate, storage
 
 PAGE_SIZE = 25
 # rules a threshold preview can move: signal -> (direction, datatrove default threshold)
@@ -31,11 +34,18 @@ PREVIEW_RULES = {
 
 class Dashboard:
     def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+        """``root``: a local folder, or a URL (``s3://bucket/prefix``: read through storage, remote.py)."""
+        if storage.is_remote(root):
+            self.tree = RemoteTree(str(root))
+            self.root = self.tree.root
+        else:
+            self.tree = None
+            self.root = Path(storage.local(root)).resolve()
 
     # ------------------------------------------------------------- paths and discovery
     def resolve(self, rel: str) -> Path:
-        """A folder under --root; anything that resolves outside it is refused."""
+        """A folder under --root; anything that resolves outside it is refused, and so is a folder holding
+        a symlink that leads outside it (its readers would follow it)."""
         if rel is None:
             raise NotFound("missing path")
         p = (self.root / rel).resolve()
@@ -43,34 +53,42 @@ class Dashboard:
             raise Forbidden(f"{rel!r} is outside the dashboard root")
         if not p.is_dir():
             raise NotFound(rel)
+        link = escaping_link(p, self.root) if self.tree is None else None  # an object store has no links
+        if link is not None:
+            raise Forbidden(f"{rel!r} holds a symlink that leads outside the dashboard root: "
+                            f"{link.relative_to(self.root)}")
         return p
 
     def runs(self) -> list[dict]:
         """Every crawl run, mix and tuning run under --root, newest first."""
+        if self.tree is not None:
+            self.tree.refresh(force=True)
         out = []
         for stats in self.root.rglob("stats.json"):
             d = stats.parent
-            if hidden(d, self.root):
+            if hidden(d, self.root) or not inside(stats, self.root):
                 continue
             try:
                 s = json.loads(stats.read_text())
             except ValueError:
                 continue
-            if not isinstance(s, dict) or "stages" not in s:
+            if not isinstance(s, dict) or ("stages" not in s and s.get("kind") != "crawl"):
                 continue
-            out.append({"kind": "crawl", "path": str(d.relative_to(self.root)) or ".", "name": s.get("job", d.name),
+            out.append({"kind": "crawl", "status": s.get("status", "unknown"),  # only 'finished' is final
+                        "path": str(d.relative_to(self.root)) or ".", "name": s.get("job", d.name),
                         "config_hash": s.get("config_hash"), "created": s.get("created", ""),
                         "docs": s.get("docs_out"), "docs_in": s.get("docs_in"), "bytes": size(d / "curated"),
                         "version": s.get("crawlmix_version"), "seed": s.get("seed")})
         tunings = []
         for report in self.root.rglob(tuning.REPORT):
-            if not hidden(report.parent, self.root):
+            if not hidden(report.parent, self.root) and inside(report, self.root):
                 entry = tuning.tuning_entry(report, self.root)
                 if entry is not None:
                     tunings.append(entry)
         found: dict = {}
         for lock in self.root.rglob("mix.lock.json"):
-            mixes.mix_entry(lock, self.root, found)
+            if inside(lock, self.root):
+                mixes.mix_entry(lock, self.root, found)
         # a tuning run's proxy mixes (<tuning>/runs/<id>/mix) are shown from its page, not listed on their own
         inner = {t["path"]: 0 for t in tunings}
         for m in list(found.values()) + out:
@@ -88,25 +106,37 @@ class Dashboard:
         return sorted(out, key=lambda r: str(r["created"]), reverse=True)
 
     # ------------------------------------------------------------- crawl runs
-    def run(self, rel: str) -> dict:
+    def crawl_dir(self, rel: str) -> Path:
+        """A crawl run's folder, when its files may be shown: never a run's internal folder (`_tasks`,
+        `_prededup`, ...), never a run that has not finished (half-written; crawlmix.runtime.runstate).
+        An incomplete run (tasks failed) is shown: what it wrote is final, only files are missing."""
         d = self.resolve(rel)
+        if d != self.root and hidden(d, self.root):
+            raise Forbidden(f"{rel!r} is a run's internal folder")
+        why = runstate.why_not_finished(d, allow_incomplete=True)
+        if why:
+            raise Forbidden(why)
+        return d
+
+    def run(self, rel: str) -> dict:
+        d = self.crawl_dir(rel)
         if not (d / "stats.json").exists():
             raise NotFound(f"{rel} is not a crawl run")
-        return _run_summary(str(d), (d / "stats.json").stat().st_mtime_ns)
+        return _run_summary(d, (d / "stats.json").stat().st_mtime_ns)
 
     def docs(self, rel: str, kind: str, reason: str | None, page: int) -> dict:
-        d = self.resolve(rel)
+        d = self.crawl_dir(rel)
         if kind not in ("curated", "removed"):
             raise NotFound(kind)
         cols = (["id", "url", "language", "language_score", "text"] + [c for c in SIGNAL_NAMES]
                 if kind == "curated" else ["id", "url", "stage", "reason", "detail", "language", "duplicate_of"])
         rows, total, start = [], 0, page * PAGE_SIZE
         for f in files(d / kind):
-            pf = pq.ParquetFile(f)
+            pf = parquet_file(f)
             names = set(pf.schema_arrow.names)
             use = [c for c in cols if c in names]
             if reason:
-                sel = pq.read_table(f, columns=["reason"]).column("reason")
+                sel = read_table(f, ["reason"]).column("reason")
                 idx = pc.indices_nonzero(pc.equal(sel, reason)).to_numpy()
             else:
                 idx = None
@@ -116,7 +146,7 @@ class Dashboard:
                 if idx is None:
                     t = _read_rows(pf, lo, hi, use)
                 else:
-                    t = pq.read_table(f, columns=use).take(pa.array(idx[lo:hi]))  # one file's columns
+                    t = read_table(f, use).take(pa.array(idx[lo:hi]))  # one file's columns
                 for r in t.to_pylist():
                     if "text" in r and r["text"] is not None:
                         r["text"] = r["text"][:600]
@@ -127,22 +157,33 @@ class Dashboard:
     def preview(self, rel: str, signal: str, value: float) -> dict:
         if signal not in PREVIEW_RULES:
             raise NotFound(signal)
-        d = self.resolve(rel)
+        d = self.crawl_dir(rel)
         direction, default = PREVIEW_RULES[signal]
-        chunks = [c.cast(pa.float64()) for f in files(d / "curated") if signal in pq.ParquetFile(f).schema_arrow.names
-                  for c in pq.read_table(f, columns=[signal]).column(signal).chunks]
+        chunks = [c.cast(pa.float64()) for f in files(d / "curated") if signal in parquet_file(f).schema_arrow.names
+                  for c in read_table(f, [signal]).column(signal).chunks]
         col = pa.chunked_array(chunks, type=pa.float64())
         cmp = pc.greater_equal if direction == "min" else pc.less_equal
         keep = pc.sum(pc.cast(cmp(col, value), pa.int64())).as_py() or 0
         return {"signal": signal, "direction": direction, "value": value, "default": default,
                 "kept": keep, "total": len(col)}
 
+    def interleaved(self, rel: str, page: int) -> dict:
+        """The run's interleaved documents (OUTPUT/interleaved/): funnels and one page of documents."""
+        return interleaved.view(self.crawl_dir(rel), page)
+
     # ------------------------------------------------------------- mixes and tuning runs
     def mix(self, rel: str) -> dict:
         return mixes.mix(self.root, self.resolve(rel), rel)
 
     def sample(self, rel: str, shard: str, index: int) -> dict:
-        return mixes.sample(self.root, self.resolve(rel), shard, index)
+        d = self.resolve(rel)
+        if self.tree is not None and self.root not in (d / shard).resolve().parents:
+            raise Forbidden(shard)  # asked of nothing outside the root
+        try:  # a tar of an unfinished run, or in a run's internal folder, is not served
+            runstate.check_inputs([(d / shard).resolve()], "sample", allow_incomplete=True)
+        except runstate.RunNotFinished as e:
+            raise Forbidden(str(e)) from None
+        return mixes.sample(self.root, d, shard, index)
 
     def tuning(self, rel: str) -> dict:
         return tuning.tuning(self.resolve(rel), rel)
@@ -164,19 +205,18 @@ def _read_rows(pf: pq.ParquetFile, lo: int, hi: int, columns: list[str]) -> pa.T
 
 
 @lru_cache(maxsize=16)
-def _run_summary(d: str, _mtime: int) -> dict:
-    d = Path(d)
+def _run_summary(d: Path | RemotePath, _mtime: int) -> dict:
     stats = json.loads((d / "stats.json").read_text())
     chars, domains, langs = [], Counter(), Counter()
     for f in files(d / "curated"):
-        t = pq.read_table(f, columns=["chars", "url", "language"])
+        t = read_table(f, ["chars", "url", "language"])
         chars += t.column("chars").to_pylist()
         domains.update(urlsplit(u).hostname or "" for u in t.column("url").to_pylist())
         langs.update(t.column("language").to_pylist())
     blocked = Counter()
     reasons = Counter()
     for f in files(d / "removed"):
-        t = pq.read_table(f, columns=["stage", "reason", "url"])
+        t = read_table(f, ["stage", "reason", "url"])
         for stage, reason, url in zip(*(t.column(c).to_pylist() for c in ("stage", "reason", "url"))):
             reasons[f"{stage}:{reason}"] += 1
             if stage == "url_filter":

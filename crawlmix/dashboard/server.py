@@ -1,6 +1,7 @@
 """Shard statistics dashboard: a local, read-only web page over crawl runs, mixes and mixture-weight tunings.
 
     python pipelines/dashboard.py --root output/ [--port 8765] [--host 127.0.0.1]
+    python pipelines/dashboard.py --root s3://bucket/runs      (any fsspec URL; AWS_* or CRAWLMIX_STORAGE_OPTIONS)
 
 Finds every crawl run (a folder with stats.json from crawl.py), mix (a folder with mix.lock.json files from
 mix.py) and tuning run (a folder with report.json of "kind": "crawlmix-tuning" from tune_mix.py, beside it
@@ -14,9 +15,11 @@ tuned.yaml and candidates.csv) under --root, lists them newest first, and serves
           page names what is missing.
 Everything (HTML, JS, CSS, charts as SVG) comes from crawlmix/dashboard/static/; nothing is loaded from the
 network. Aggregates are computed from the Parquet columns they need (pyarrow), documents and candidates are
-paged, JSON answers are strict (NaN becomes null), and no path outside --root is served.
+paged, JSON answers are strict (NaN becomes null), and no path outside --root is served: a folder holding a
+symlink that leads out of --root is refused (403, the link named), and a bad page / index / value is a 400.
 
-Modules: server.py (HTTP, this entry point), runs.py (discovery, crawl runs), mixes.py, tuning.py, common.py.
+Modules: server.py (HTTP, this entry point), runs.py (discovery, crawl runs), mixes.py, tuning.py, common.py,
+remote.py (a URL --root: one listing of the keys, files read through crawlmix.runtime.storage).
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from crawlmix.dashboard.common import Forbidden, NotFound, finite
+from crawlmix.dashboard.common import Forbidden, NotFound, finite, number, whole
 from crawlmix.dashboard.runs import PAGE_SIZE, PREVIEW_RULES, Dashboard
+from crawlmix.runtime import storage
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
                 "/tuning.js": ("tuning.js", "text/javascript"),
+                "/interleaved.js": ("interleaved.js", "text/javascript"),
+                "/interleaved.css": ("interleaved.css", "text/css"),
                 "/style.css": ("style.css", "text/css")}
 
 __all__ = ["Dashboard", "Forbidden", "Handler", "NotFound", "PAGE_SIZE", "PREVIEW_RULES", "main", "serve"]
@@ -78,12 +84,13 @@ class Handler(BaseHTTPRequestHandler):
                 "/api/runs": lambda: self.dash.runs(),
                 "/api/run": lambda: self.dash.run(q.get("path")),
                 "/api/docs": lambda: self.dash.docs(q.get("path"), q.get("kind", "curated"), q.get("reason") or None,
-                                                    int(q.get("page", 0))),
-                "/api/preview": lambda: self.dash.preview(q.get("path"), q.get("signal", ""), float(q.get("value", 0))),
+                                                    whole(q, "page")),
+                "/api/interleaved": lambda: self.dash.interleaved(q.get("path"), whole(q, "page")),
+                "/api/preview": lambda: self.dash.preview(q.get("path"), q.get("signal", ""), number(q, "value")),
                 "/api/mix": lambda: self.dash.mix(q.get("path")),
-                "/api/sample": lambda: self.dash.sample(q.get("path"), q.get("shard", ""), int(q.get("index", 0))),
+                "/api/sample": lambda: self.dash.sample(q.get("path"), q.get("shard", ""), whole(q, "index")),
                 "/api/tuning": lambda: self.dash.tuning(q.get("path")),
-                "/api/candidates": lambda: self.dash.candidates(q.get("path"), int(q.get("page", 0))),
+                "/api/candidates": lambda: self.dash.candidates(q.get("path"), whole(q, "page")),
             }.get(url.path)
             if api is None:
                 raise NotFound(url.path)
@@ -111,15 +118,24 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8765) -> Thread
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--root", required=True, help="folder holding crawl outputs, mixes and tuning runs")
+    ap.add_argument("--root", required=True,
+                    help="folder or URL (s3://bucket/prefix, gs://...) holding crawl outputs, mixes and tuning runs")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     a = ap.parse_args(argv)
-    if not Path(a.root).is_dir():
-        print(f"error: --root {a.root} is not a folder", file=sys.stderr)
+    remote = storage.is_remote(a.root)
+    try:
+        there = storage.isdir(a.root) if remote else Path(storage.local(a.root)).is_dir()
+    except OSError as e:  # the store could not be reached, or refused
+        print(f"error: --root {a.root}: {e}", file=sys.stderr)
+        return 2
+    if not there:
+        print(f"error: --root {a.root} is not a folder{' (nothing is stored under it)' if remote else ''}",
+              file=sys.stderr)
         return 2
     server = serve(a.root, a.host, a.port)
-    print(f"crawlmix dashboard on http://{a.host}:{server.server_address[1]}/  (root {Path(a.root).resolve()}; Ctrl-C stops)")
+    shown = a.root if remote else Path(storage.local(a.root)).resolve()
+    print(f"crawlmix dashboard on http://{a.host}:{server.server_address[1]}/  (root {shown}; Ctrl-C stops)")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -200,7 +200,7 @@ def candidates(d: Path, rel: str, page: int) -> dict:
     """One page of the candidate table: candidates.csv as written, or the report's runs when it is missing."""
     page = max(0, page)
     if (d / CANDIDATES).is_file():
-        with open(d / CANDIDATES, newline="", errors="replace") as f:
+        with (d / CANDIDATES).open(newline="", errors="replace") as f:  # a Path, or a RemotePath (remote.py)
             reader = csv.reader(f)
             columns = next(reader, [])
             rows = [(row + [""] * len(columns))[:len(columns)] for row in reader if row]

@@ -14,9 +14,9 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crawlmix.dedup.config import DedupConfig
+from crawlmix.dedup.files import local_copy, parquet_file, read_table
 from crawlmix.runtime.atomic import atomic_open
 
 
@@ -27,7 +27,7 @@ def candidate_task(sig_paths: list[str], offsets: list[int], column: str, edge_p
     keys, idx = [], []
     for p, off in zip(sig_paths, offsets):
         cols = [column] if column in ("exact", "url") else [column, "has_sig"]
-        t = pq.read_table(p, columns=cols)
+        t = read_table(p, columns=cols)  # one column of a signature file (a URL: only its bytes are read)
         k = t.column(column).to_numpy()
         i = np.arange(off, off + len(k), dtype=np.int64)
         if column not in ("exact", "url"):
@@ -71,13 +71,14 @@ def _load_meta(sig_paths, bounds, wanted: np.ndarray, columns):
             continue
         local = wanted[lo:hi] - bounds[f]
         start = 0
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=8192, columns=columns):
-            a, b = np.searchsorted(local, [start, start + batch.num_rows])
-            if a < b:
-                picked = batch.take(pa.array(local[a:b] - start))
-                for c in columns:
-                    out[c].append(picked.column(c))
-            start += batch.num_rows
+        with parquet_file(p) as pf:
+            for batch in pf.iter_batches(batch_size=8192, columns=columns):
+                a, b = np.searchsorted(local, [start, start + batch.num_rows])
+                if a < b:
+                    picked = batch.take(pa.array(local[a:b] - start))
+                    for c in columns:
+                        out[c].append(picked.column(c))
+                start += batch.num_rows
     return {c: pa.chunked_array(v, type=v[0].type).combine_chunks() if v else None for c, v in out.items()}
 
 
@@ -85,7 +86,8 @@ def cluster(sig_paths, bounds, edge_files, cfg: DedupConfig, num_perm: int) -> d
     """Returns {global row: (kept global row, reason)} for every removed document, and cluster stats."""
     exact_edges, lsh_edges = [], []
     for name, path in edge_files:
-        (exact_edges if name in ("exact", "url") else lsh_edges).append(np.load(path))
+        with local_copy(path) as f:  # (a URL: downloaded to this node's scratch, then removed)
+            (exact_edges if name in ("exact", "url") else lsh_edges).append(np.load(f))
     ex = np.concatenate(exact_edges) if exact_edges else np.zeros((0, 2), np.int64)
     ls = np.unique(np.concatenate(lsh_edges), axis=0) if lsh_edges else np.zeros((0, 2), np.int64)
     n_candidates = len(ls)

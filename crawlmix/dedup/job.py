@@ -1,6 +1,10 @@
 """Exact and MinHash-LSH near-duplicate removal over curated Parquet, in stages that scale out.
 
     python pipelines/dedup.py --input OUTPUT_DIR_OR_PARQUET_GLOB [--input ...] --output DIR [--config jobs/X.yaml]
+    python pipelines/dedup.py --input 's3://bucket/run/curated/*.parquet' --output s3://bucket/dedup1
+
+Inputs and output may be URLs (crawlmix.runtime.storage): every intermediate (_dedup/sig, _dedup/edges)
+lives under the output, so tasks on any node read what tasks on other nodes wrote.
 
 Stages (1, 2 and 4 are tasks on the executor: inline, a process pool or Ray; 3 runs in the driver, which
 holds only what it needs):
@@ -25,7 +29,6 @@ Kept document of a cluster: earliest crawl date, then longest text, then first i
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from collections import Counter
@@ -33,15 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crawlmix import __version__
 from crawlmix.dedup.clusters import candidate_task, cluster
 from crawlmix.dedup.config import DedupConfig
+from crawlmix.dedup.files import read_table, stem
 from crawlmix.dedup.signatures import signature_task
-from crawlmix.runtime.atomic import write_json, write_table
+from crawlmix.runtime import runstate, storage
+from crawlmix.runtime.atomic import exit_on_output_error, write_table
 from crawlmix.runtime.config import ConfigError, read_yaml_mapping, validate
-from crawlmix.runtime.executor import Executor
+from crawlmix.runtime.executor import Executor, TaskError
+from crawlmix.runtime.runstate import check_inputs
 from crawlmix.runtime.resources import resolve_config, shipped
 from crawlmix.text.schema import REMOVED_SCHEMA
 
@@ -51,7 +56,7 @@ from crawlmix.text.schema import REMOVED_SCHEMA
 def apply_task(src: str, dst: str, removed_path: str, drop_rows: list[int], keep_ids: list[str],
                reasons: list[str]) -> dict:
     """src's survivors to dst; its drop_rows to removed_path, each with its keeper's id and the reason."""
-    t = pq.read_table(src)
+    t = read_table(src)
     mask = np.ones(t.num_rows, dtype=bool)
     mask[drop_rows] = False
     kept = t.filter(pa.array(mask))
@@ -61,33 +66,37 @@ def apply_task(src: str, dst: str, removed_path: str, drop_rows: list[int], keep
              "source": r.get("source", src), "offset": r.get("offset", -1), "language": r.get("language", ""),
              "language_score": r.get("language_score"), "cc_languages": r.get("cc_languages", ""),
              "duplicate_of": k} for r, k, why in zip(gone, keep_ids, reasons)]
-    write_table(removed_path, pa.Table.from_pylist(rows, schema=REMOVED_SCHEMA), compression="zstd")
+    schema = REMOVED_SCHEMA  # rows from PII-scrubbed input are scrubbed: say so, as the task's removed/ rows do
+    if b"pii_config_hash" in (t.schema.metadata or {}):
+        schema = schema.with_metadata({b"pii_config_hash": t.schema.metadata[b"pii_config_hash"]})
+    write_table(removed_path, pa.Table.from_pylist(rows, schema=schema), compression="zstd")
     return {"src": src, "in": t.num_rows, "out": kept.num_rows}
 
 
 # ---------------------------------------------------------------- driver
 
-def run_dedup(inputs: list[str], out_dir: Path, cfg: DedupConfig, ex: Executor | None = None,
+def run_dedup(inputs: list[str], out_dir: str | Path, cfg: DedupConfig, ex: Executor | None = None,
               names: list[str] | None = None) -> dict:
-    """Deduplicate curated Parquet files together; writes out_dir/curated, out_dir/removed, returns stats."""
+    """Deduplicate curated Parquet files together; writes out_dir/curated, out_dir/removed, returns stats.
+    ``out_dir`` and ``inputs`` may be URLs (s3://...)."""
     ex = ex or Executor()
-    out_dir = Path(out_dir)
-    work = out_dir / "_dedup"
+    work = storage.join(out_dir, "_dedup")
     for d in ("sig", "edges"):
-        (work / d).mkdir(parents=True, exist_ok=True)
-    names = names or [Path(p).stem for p in inputs]
+        storage.makedirs(storage.join(work, d))  # (a URL: nothing to make)
+    names = names or [stem(p) for p in inputs]
     if len(set(names)) != len(names):  # one signature file, marker and output per name
         dup = next(n for n, k in Counter(names).items() if k > 1)
         raise ValueError(f"dedup: two inputs would share the name {dup!r}; pass distinct names")
-    sig_paths = [str(work / "sig" / f"{n}.parquet") for n in names]
+    sig_paths = [storage.join(work, "sig", f"{n}.parquet") for n in names]
     cfg_json = cfg.model_dump_json()
-    res = ex.map(signature_task, [(s, d, cfg_json, str(work / "sig")) for s, d in zip(inputs, sig_paths)],
+    res = ex.map(signature_task, [(s, d, cfg_json, storage.join(work, "sig")) for s, d in zip(inputs, sig_paths)],
                  desc="dedup: signatures")
+    runstate.failpoint("driver:dedup:signatures")  # tests: the driver killed mid-dedup (signatures written, no edges)
     counts = [r["rows"] for r in res]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist() if counts else []
     bands, rows = cfg.lsh_params()
     columns = ([f"band_{j}" for j in range(bands)] if cfg.minhash else []) + (["exact", "url"] if cfg.exact else [])
-    edge_files = [(c, str(work / "edges" / f"{c}.npy")) for c in columns]
+    edge_files = [(c, storage.join(work, "edges", f"{c}.npy")) for c in columns]
     ex.map(candidate_task, [(sig_paths, offsets, c, p) for c, p in edge_files], desc="dedup: candidates")
     bounds = offsets + [sum(counts)]
     cl = cluster(sig_paths, bounds, edge_files, cfg, bands * rows)
@@ -97,7 +106,8 @@ def run_dedup(inputs: list[str], out_dir: Path, cfg: DedupConfig, ex: Executor |
     per_file = {}
     for f, (src, name) in enumerate(zip(inputs, names)):
         drop = sorted(g for g in removed if bounds[f] <= g < bounds[f + 1])
-        tasks.append((src, str(out_dir / "curated" / f"{name}.parquet"), str(out_dir / "removed" / f"{name}.dedup.parquet"),
+        tasks.append((src, storage.join(out_dir, "curated", f"{name}.parquet"),
+                      storage.join(out_dir, "removed", f"{name}.dedup.parquet"),
                       [g - bounds[f] for g in drop], [id_of[removed[g][0]] for g in drop], [removed[g][1] for g in drop]))
         per_file[name] = {"docs": counts[f], "duplicates": len(drop),
                           "duplicate_rate": round(len(drop) / counts[f], 4) if counts[f] else 0.0}
@@ -112,14 +122,15 @@ def run_dedup(inputs: list[str], out_dir: Path, cfg: DedupConfig, ex: Executor |
 
 def _expand(inputs: list[str]) -> list[str]:
     files = []
-    for p in inputs:
-        if Path(p).is_dir():
-            sub = Path(p) / "curated"
-            files += sorted(glob.glob(str((sub if sub.is_dir() else Path(p)) / "*.parquet")))
+    for p in inputs:  # a folder, a glob or a file; each a path or a URL
+        if not any(c in p for c in "*?[") and storage.isdir(p):
+            sub = storage.join(p, "curated")
+            files += storage.iglob(storage.join(sub if storage.isdir(sub) else p, "*.parquet"))
         else:
-            files += sorted(glob.glob(p))
+            files += storage.iglob(p)
     if not files:
         raise FileNotFoundError(f"no Parquet files in {inputs}")
+    check_inputs(files, "dedup input")  # only finished runs' outputs (crawlmix.runtime.runstate)
     return list(dict.fromkeys(files))
 
 
@@ -132,13 +143,14 @@ def load_config(path: str | Path) -> DedupConfig:
     return validate(DedupConfig, raw, str(path), "dedup config")
 
 
+@exit_on_output_error
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="dedup.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--input", action="append", required=True, metavar="DIR_OR_PARQUET_GLOB",
                     help="a crawl output folder (its curated/*.parquet) or a Parquet glob; repeat to dedup runs together")
-    ap.add_argument("--output", required=True, metavar="DIR")
+    ap.add_argument("--output", required=True, metavar="DIR", help="a folder or a URL (s3://bucket/prefix)")
     ap.add_argument("--config", help="job YAML whose `dedup:` section to use (default jobs/default.yaml)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--ray", action="store_true", help="run the tasks on Ray (a local Ray, or RAY_ADDRESS)")
@@ -151,12 +163,16 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = cfg.model_copy(update={"enabled": True})
-    names = [f"{i:05d}-{Path(f).stem}" for i, f in enumerate(files)]
-    out = Path(a.output)
-    stats = run_dedup(files, out, cfg, Executor.auto(a.workers, not a.no_progress, ray=a.ray or None), names)
-    stats = {"crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed,
-             "inputs": files, "dedup": stats}
-    write_json(out / "stats.json", stats)
+    names = [f"{i:05d}-{stem(f)}" for i, f in enumerate(files)]
+    out = a.output
+    head = {"crawlmix_version": __version__, "config_hash": cfg.digest(), "seed": cfg.seed, "inputs": files}
+    runstate.begin(out, head)  # readers refuse the folder until the run has finished
+    try:
+        stats = run_dedup(files, out, cfg, Executor.auto(a.workers, not a.no_progress, ray=a.ray or None), names)
+    except TaskError as e:  # the folder stays 'running': nothing in it is final
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    stats = runstate.finish(out, {**head, "dedup": stats})
     d = stats["dedup"]
     print(f"dedup: {d['in']} docs -> {d['out']} kept; removed {d['dropped']}; {d['clusters']} clusters; "
           f"bands={d['bands']}x{d['rows']} threshold={d['threshold']}\noutput: {out}/curated, {out}/removed, "

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import regex
 import xxhash
 
 from crawlmix.dedup.config import DedupConfig
+from crawlmix.dedup.files import local_copy, read_table, stem
 from crawlmix.io.paths import file_digest
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import write_table
 from crawlmix.runtime.completion import Completion
 
@@ -304,7 +305,7 @@ def signature_key(cfg: DedupConfig) -> str:
 def signature_table(src: str, cfg: DedupConfig) -> pa.Table:
     """One row per document of src: id, date, length, exact / URL hashes, the signature and its band hashes."""
     mh = MinHasher(cfg)
-    t = pq.read_table(src, columns=["id", "url", "date", "text"])
+    t = read_table(src, columns=["id", "url", "date", "text"])
     texts = t.column("text").to_pylist()
     n = len(texts)
     sigs = np.zeros((n, mh.num_perm), dtype=np.uint32)
@@ -331,17 +332,23 @@ def signature_table(src: str, cfg: DedupConfig) -> pa.Table:
 def signature_task(src: str, sig_path: str, cfg_json: str, markers: str | None = None) -> dict:
     """Writes src's signature file. With ``markers`` (a folder), a completion marker there, named after
     the signature file, keyed on signature_key and holding src's digest, lets a rerun skip a file whose
-    input bytes, config and code are unchanged: it would write the same bytes."""
+    input bytes, config and code are unchanged: it would write the same bytes. Paths may be URLs: src is
+    then read from one download into this node's scratch folder (digest and table)."""
+    with local_copy(src) as local:
+        return _signature_task(src, local, sig_path, cfg_json, markers)
+
+
+def _signature_task(src: str, local: str, sig_path: str, cfg_json: str, markers: str | None) -> dict:
     cfg = DedupConfig.model_validate_json(cfg_json)
-    name = Path(sig_path).stem
+    name = stem(sig_path)
     marks = Completion(markers, signature_key(cfg)) if markers else None
     if marks is not None:
-        source = file_digest(src)
+        source = file_digest(local)
         done = marks.get(name)
-        if done and done.get("source") == source and Path(sig_path).exists():
+        if done and done.get("source") == source and storage.exists(sig_path):
             return {"src": src, "rows": done["rows"], "resumed": True}
         marks.forget(name)  # a marker never outlives the file it vouches for
-    table = signature_table(src, cfg)
+    table = signature_table(local, cfg)
     write_table(sig_path, table, compression="zstd")
     if marks is not None:
         marks.mark(name, {"src": src, "source": source, "rows": table.num_rows})

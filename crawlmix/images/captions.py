@@ -138,7 +138,9 @@ def page_images(html: str, page_url: str, job: ImagesJob) -> list[Candidate]:
     """Every <img> of a page as a candidate (absolute URLs, captions); nothing is fetched here."""
     from resiliparse.parse.html import HTMLTree
 
-    tree = HTMLTree.parse(html)
+    from crawlmix.text.extract import check_bounds
+
+    tree = check_bounds(HTMLTree.parse(html))  # PageBoundError (too_deep, ...): the text stages' page bounds
     base = page_url
     head = tree.head
     b = head.query_selector("base[href]") if head is not None else None
@@ -180,6 +182,57 @@ def page_images(html: str, page_url: str, job: ImagesJob) -> list[Candidate]:
                              _caption_element(img), _surrounding(img, job.captions.surrounding_chars),
                              (w, h) if w is not None and h is not None else None, data_uri and not urls))
     return out
+
+
+def page_captions(tree, max_images: int) -> frozenset[str]:
+    """The captions ``page_images`` would give the page's first ``max_images`` images (their ``figcaption``
+    field), from a parsed tree, without the rest of a candidate (URLs, srcset, sizes, surrounding text)."""
+    root = tree.body if tree.body is not None else tree.document
+    out = set()
+    for idx, img in enumerate(root.query_selector_all("img")):
+        if idx >= max_images:
+            break
+        out.add(_caption_element(img))
+    out.discard("")
+    return frozenset(out)
+
+
+def _caption_sources(root) -> set[str]:
+    """A superset of the captions ``_caption_element`` gives a page's images, cheap to find: the texts of
+    every figcaption, caption-class and <caption> element, and of the cells of the row below each table cell
+    holding an image. (Reading a node out of a resiliparse query result costs about as much as running the
+    query again, so only the few images in table cells are visited.)"""
+    if root.query_selector("img") is None:
+        return set()
+    out = {_norm(el.text) for el in root.query_selector_all('figcaption, [class*="caption"], caption')}
+    for img in root.query_selector_all("td img"):
+        td = img.closest("td")
+        if td is not None and td.parent is not None and td.parent.tag == "tr":
+            below = td.parent.next_element_sibling
+            if below is not None and below.tag == "tr":
+                out.update(_norm(c.text) for c in below.child_nodes if c.tag in ("td", "th"))
+    return out
+
+
+class PageCaptions:
+    """``text in PageCaptions(tree, n)``: is ``text`` (whitespace-normalised) the caption ``page_images`` gives
+    one of the page's first ``n`` images? Found only as far as needed: nothing until the first question; then
+    a cheap superset (``_caption_sources``); the captions themselves (per image, the costly part) only for a
+    text in that superset."""
+
+    def __init__(self, tree, max_images: int):
+        self.tree, self.max_images = tree, max_images
+        self.sources: set[str] | None = None
+        self.captions: frozenset[str] | None = None
+
+    def __contains__(self, text) -> bool:
+        if self.sources is None:
+            self.sources = _caption_sources(self.tree.body if self.tree.body is not None else self.tree.document)
+        if text not in self.sources:
+            return False
+        if self.captions is None:
+            self.captions = page_captions(self.tree, self.max_images)
+        return text in self.captions
 
 
 def choose_caption(c: Candidate, job: ImagesJob) -> tuple[str, str]:

@@ -3,8 +3,9 @@
 One pass over the staged rows (OUTPUT/_staging/<task>.parquet) in input order drops exact (sha256) and
 perceptual-hash near duplicates (``NearDupIndex``) across the whole run and writes {:05d}.tar
 (.jpg/.txt/.json), {:05d}.parquet (a row per candidate image, failures with their reason) and
-{:05d}_stats.json, each published atomically (crawlmix.runtime.atomic). Also the row schemas the tasks
-stage with and the task naming they share.
+{:05d}_stats.json, each published atomically (crawlmix.runtime.atomic; OUTPUT may be a URL: a shard is
+written in this node's local scratch and uploaded whole). Also the row schemas the tasks stage with and the
+task naming they share.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import re
 import tarfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +24,7 @@ import pyarrow.parquet as pq
 
 from crawlmix.images.config import ImagesJob
 from crawlmix.io.paths import task_name
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import TMP_SUFFIX, atomic_path, write_json, write_table
 
 # ----------------------------------------------------------------------------------------------
@@ -45,6 +48,16 @@ ROW_FIELDS = [
 ROW_SCHEMA = pa.schema(ROW_FIELDS)
 STAGE_SCHEMA = pa.schema(ROW_FIELDS + [("image", pa.binary()), ("ext", pa.string())])
 ROW_NAMES = [n for n, _ in ROW_FIELDS]
+
+
+@contextlib.contextmanager
+def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+    """A ParquetFile over a local path or a URL (read by byte ranges: footer, then the row groups asked for)."""
+    if not storage.is_remote(path):
+        yield pq.ParquetFile(storage.local(path))
+        return
+    with storage.open(path, "rb") as f:
+        yield pq.ParquetFile(f)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,7 +99,7 @@ class PairShardWriter:
     padding) nor crawlmix.io.tar.TarWriter (mode 0444, owner crawlmix) writes these bytes: switching would
     change every existing shard, so this stays as it is."""
 
-    def __init__(self, out: Path, job: ImagesJob, meta: dict):
+    def __init__(self, out: str | Path, job: ImagesJob, meta: dict):
         self.out, self.job, self.meta = out, job, meta
         self.n = self.shard = 0
         self.tar = None
@@ -96,7 +109,7 @@ class PairShardWriter:
 
     def _open(self):
         self._files = contextlib.ExitStack()  # the open tar, inside atomic_path: published on close
-        tmp = self._files.enter_context(atomic_path(self.out / f"{self.shard:05d}.tar"))
+        tmp = self._files.enter_context(atomic_path(storage.join(self.out, f"{self.shard:05d}.tar")))
         self.tar = self._files.enter_context(tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT))
         self.n, self.rows = 0, []
 
@@ -123,7 +136,7 @@ class PairShardWriter:
     def _close(self):
         self._files.close()  # closes the tar, then publishes it
         comp = self.job.shards.compression
-        write_table(self.out / f"{self.shard:05d}.parquet",
+        write_table(storage.join(self.out, f"{self.shard:05d}.parquet"),
                     pa.Table.from_pylist(self.rows, schema=ROW_SCHEMA.with_metadata(self.meta)),
                     compression=None if comp == "none" else comp)
         reasons = Counter(r["reason"] for r in self.rows if r["status"] != "success")
@@ -134,7 +147,7 @@ class PairShardWriter:
               "duplicates": by_stage["dedup"] + by_stage["dedup_url"],
               "status_dict": dict(reasons.most_common()), "top_errors": dict(reasons.most_common(10)),
               "failed_by_stage": dict(sorted(by_stage.items()))}
-        write_json(self.out / f"{self.shard:05d}_stats.json", st, indent=1)
+        write_json(storage.join(self.out, f"{self.shard:05d}_stats.json"), st, indent=1)
         self.shards.append(st)
 
     def close(self) -> list[dict]:
@@ -154,18 +167,19 @@ class PairShardWriter:
 _SHARD_FILE = re.compile(r"\d{5}(\.tar|\.parquet|_stats\.json)(%s)?" % re.escape(TMP_SUFFIX))
 
 
-def write_shards(out: Path, inputs: list[str], job: ImagesJob, meta: dict, progress=True) -> dict:
-    """Read the staged rows in input order, drop duplicates across the run, write the shards."""
-    for old in out.iterdir():
-        if _SHARD_FILE.fullmatch(old.name):
-            old.unlink()
+def write_shards(out: str | Path, inputs: list[str], job: ImagesJob, meta: dict, progress=True) -> dict:
+    """Read the staged rows in input order, drop duplicates across the run, write the shards (``out``: a
+    local folder or a URL)."""
+    for old in list(storage.ls(out)):
+        if _SHARD_FILE.fullmatch(storage.name(old)):
+            storage.remove(old)
     dups = Counter()
     with PairShardWriter(out, job, meta) as w:
         _add_rows(out, inputs, job, w, dups, progress)
     return {"shards": w.shards, "duplicates": dict(dups)}
 
 
-def _add_rows(out: Path, inputs: list[str], job: ImagesJob, w: PairShardWriter, dups: Counter,
+def _add_rows(out: str | Path, inputs: list[str], job: ImagesJob, w: PairShardWriter, dups: Counter,
               progress: bool) -> None:
     """The staged rows of every input, in order, into ``w``; duplicates across the run become failed rows."""
     from tqdm import tqdm
@@ -173,31 +187,36 @@ def _add_rows(out: Path, inputs: list[str], job: ImagesJob, w: PairShardWriter, 
     exact: dict[str, str] = {}
     near = NearDupIndex(job.dedup.phash_max_distance) if job.dedup.perceptual else None
     for path in tqdm(inputs, unit="file", desc="shards", disable=not progress):
-        f = out / "_staging" / f"{task_name(path)}.parquet"
-        if not f.exists():
+        f = storage.join(out, "_staging", f"{task_name(path)}.parquet")
+        if not storage.exists(f):
             continue
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=512):
-            for row in batch.to_pylist():
-                image, ext = row.pop("image"), row.pop("ext")
-                if row["status"] == "success":
-                    dup = None
-                    if job.dedup.exact:
-                        dup = exact.get(row["sha256"])
-                        if dup is not None:
-                            row.update(status="failed", stage="dedup", reason="duplicate_sha256",
-                                       error_message="duplicate_sha256", duplicate_of=dup,
-                                       detail="same bytes as an earlier image")
-                    if dup is None and near is not None:
-                        dup = near.find_or_add(int(row["phash"], 16), w.next_key())
-                        if dup is not None:
-                            row.update(status="failed", stage="dedup", reason="near_duplicate",
-                                       error_message="near_duplicate", duplicate_of=dup,
-                                       detail=f"pHash within {job.dedup.phash_max_distance} bits of {dup}")
+        with open_parquet(f) as pf:
+            _add_file(pf, job, w, dups, exact, near)
+
+
+def _add_file(pf: pq.ParquetFile, job: ImagesJob, w: PairShardWriter, dups: Counter, exact: dict, near) -> None:
+    for batch in pf.iter_batches(batch_size=512):
+        for row in batch.to_pylist():
+            image, ext = row.pop("image"), row.pop("ext")
+            if row["status"] == "success":
+                dup = None
+                if job.dedup.exact:
+                    dup = exact.get(row["sha256"])
                     if dup is not None:
-                        dups[row["reason"]] += 1
-                        image = None
-                    elif job.dedup.exact:
-                        exact[row["sha256"]] = w.next_key()
-                else:
+                        row.update(status="failed", stage="dedup", reason="duplicate_sha256",
+                                   error_message="duplicate_sha256", duplicate_of=dup,
+                                   detail="same bytes as an earlier image")
+                if dup is None and near is not None:
+                    dup = near.find_or_add(int(row["phash"], 16), w.next_key())
+                    if dup is not None:
+                        row.update(status="failed", stage="dedup", reason="near_duplicate",
+                                   error_message="near_duplicate", duplicate_of=dup,
+                                   detail=f"pHash within {job.dedup.phash_max_distance} bits of {dup}")
+                if dup is not None:
+                    dups[row["reason"]] += 1
                     image = None
-                w.add(row, image, ext)
+                elif job.dedup.exact:
+                    exact[row["sha256"]] = w.next_key()
+            else:
+                image = None
+            w.add(row, image, ext)

@@ -1,22 +1,21 @@
 """One input file of the images job: pages -> candidates -> bytes -> processed images, staged.
 
-``images_task(path, out_dir, job, per_file)`` is the body of one task (crawlmix.images.job runs one per
-input file through the executor): every <img> of every kept HTML page becomes a candidate; URL, caption
-and size filters run before any bytes are read; the bytes come from a captured record (any indexed
+``images_task(path, out_dir, job, pii_json, per_file)`` is the body of one task (crawlmix.images.job runs
+one per input file through the executor): every <img> of every kept HTML page becomes a candidate; URL,
+caption and size filters run before any bytes are read; the bytes come from a captured record (any indexed
 WARC, ``per_file`` from ``index_file``) or, with fetch enabled, from HTTP; Pillow decodes, checks,
-resizes and re-encodes. The rows go to OUTPUT/_staging/<task>.parquet (``ParquetSink``, published when
-complete), then the task's completion marker (OUTPUT/_tasks/<task>.json, config hash = ``job.digest()``)
-is written last, carrying the task's stats.
+resizes and re-encodes. The rows go to OUTPUT/_staging/<task>.parquet (``ParquetSink``; OUTPUT may be a
+URL: the rows are staged in this node's scratch and uploaded whole when complete; with ``pii_json``,
+crawlmix.pii.fields.PiiSink: captions, alt, title, figcaption, surrounding text and every URL scrubbed
+before a row is written, and the error records too), then the task's
+completion marker (OUTPUT/_tasks/<task>.json, keyed on ``task_digest``: the job and the PII config) is
+written last, carrying the task's stats and the version of the curated file its pages came from.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crawlmix import __version__
 from crawlmix.images.captions import Candidate, choose_caption, page_images
@@ -24,6 +23,7 @@ from crawlmix.images.config import ImagesJob
 from crawlmix.images.index import WarcIndex
 from crawlmix.images.shards import ROW_NAMES, STAGE_SCHEMA
 from crawlmix.io.paths import task_name
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import ParquetSink
 from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.funnel import StageStats
@@ -70,10 +70,38 @@ def worker_index(per_file: list[dict] | None, job: ImagesJob) -> WarcIndex | Non
     return idx
 
 
-def images_task(path: str, out_dir: str, job: ImagesJob, per_file: list[dict] | None) -> dict:
-    """The body of one task: stage the candidate images of one input file, mark it done, return its stats."""
-    stats = FileImages(path, Path(out_dir), job, worker_index(per_file, job)).run()
-    return Completion(out_dir, job.digest()).mark(stats["task"], stats)
+def task_digest(job: ImagesJob, pii_json: str | None) -> str:
+    """What a task's marker is keyed on: the images job, and the PII config its rows were scrubbed with."""
+    if not pii_json:
+        return job.digest()
+    from crawlmix.pii.config import PiiConfig
+
+    return f"{job.digest()}+pii{PiiConfig.model_validate_json(pii_json).digest()}"
+
+
+def kept_fingerprint(job: ImagesJob, name: str) -> str | None:
+    """The version (xxh3 of the bytes) of the curated file(s) whose pages a task keeps (pages.kept_from; a
+    split input's parts together, crawlmix.images.kept): a task staged from another version is redone. None
+    without kept_from. No curated file raises: its text task failed (or has not run), and a task that staged
+    no pages for that reason must not count as done."""
+    if not job.pages.kept_from:
+        return None
+    from crawlmix.images.kept import bytes_fingerprint
+
+    return bytes_fingerprint(job.pages.kept_from, name)
+
+
+def images_task(path: str, out_dir: str, job: ImagesJob, pii_json: str | None,
+                per_file: list[dict] | None) -> dict:
+    """The body of one task: stage the candidate images of one input file (rows PII-scrubbed before they are
+    written when ``pii_json`` is given), mark it done, return its stats."""
+    from crawlmix.runtime.runstate import failpoint
+
+    failpoint(f"images:{task_name(path)}")
+    kept = kept_fingerprint(job, task_name(path))
+    stats = FileImages(path, out_dir, job, worker_index(per_file, job), pii_json).run()
+    stats["kept_from"] = kept
+    return Completion(out_dir, task_digest(job, pii_json)).mark(stats["task"], stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +110,7 @@ def images_task(path: str, out_dir: str, job: ImagesJob, per_file: list[dict] | 
 class FileImages:
     """The candidate images of one input file, staged in page order."""
 
-    def __init__(self, path: str, out_dir: Path, job: ImagesJob, index: WarcIndex | None):
+    def __init__(self, path: str, out_dir: str, job: ImagesJob, index: WarcIndex | None, pii_json: str | None = None):
         from crawlmix.images.process import ImageProcessor
 
         self.path, self.job, self.index = path, job, index
@@ -106,13 +134,22 @@ class FileImages:
         self.fetch_n, self.fetch_s = 0, 0.0
         self.seen_urls: set[str] = set()
         meta = {"crawlmix_version": __version__, "config_hash": job.digest(), "input": path}
-        self.sink = ParquetSink(out_dir / "_staging" / f"{self.name}.parquet", STAGE_SCHEMA, meta,
-                                compression="zstd", rows_per_group=_STAGE_ROWS)
+        self.pii_json = pii_json
+        sink = ParquetSink
+        if pii_json:  # captions, alt, figcaption, surrounding text, URLs: scrubbed before a row is staged
+            from functools import partial
+
+            from crawlmix.pii.config import PiiConfig
+            from crawlmix.pii.fields import PiiSink
+
+            sink = partial(PiiSink, pii=PiiConfig.model_validate_json(pii_json))
+        self.sink = sink(storage.join(out_dir, "_staging", f"{self.name}.parquet"), STAGE_SCHEMA, meta,
+                         compression="zstd", rows_per_group=_STAGE_ROWS)
 
     # -- bookkeeping
     def report(self, reason, record, message, dropped=True):
-        if reason == "http_status":  # non-2xx pages are not bad input
-            self.pages["http_status"] += 1
+        if reason in ("http_status", "unsupported_mime"):  # non-2xx pages, PDFs, ...: not bad input
+            self.pages[reason] += 1
             return
         self.errors.append({"stage": "read", "reason": reason, "record": str(record), "message": message,
                             "dropped": dropped})
@@ -144,8 +181,19 @@ class FileImages:
         except BaseException:
             self.sink.abort()
             raise
+        pii = None
+        if self.pii_json:  # the error records quote page and image URLs: scrubbed like the rows
+            from crawlmix.pii.fields import field_scrubber_for
+            from crawlmix.pii.spans import PiiStats
+
+            side = PiiStats()
+            fs = field_scrubber_for(self.pii_json)
+            self.errors, self.examples = fs.records(self.errors, side), fs.records(self.examples, side)
+            reps = side.replacements + self.sink.field_stats.replacements
+            pii = {"replacements": dict(sorted(reps.items())),
+                   "errors": dict(sorted((side.errors + self.sink.field_stats.errors).items()))}
         self.timings["total"] = time.perf_counter() - t_start
-        return {"task": self.name, "input": self.path, "pages": dict(self.pages),
+        return {"task": self.name, "input": self.path, "pii": pii, "pages": dict(self.pages),
                 "candidates": rows, "reasons": dict(self.reasons), "funnel": funnel_counts(self.funnel),
                 "sources": dict(self.sources), "warc_matches": dict(self.matches), "errors": self.errors,
                 "examples": self.examples, "fetch": {"requests": self.fetch_n, "seconds": round(self.fetch_s, 3)},
@@ -185,7 +233,8 @@ class FileImages:
                 try:
                     cands = page_images(page.html, page.url, job)
                 except Exception as e:  # a page the parser chokes on is bad input, not a crash
-                    self.errors.append({"stage": "parse", "reason": "html_parse_error",
+                    self.pages[getattr(e, "reason", "html_parse_error")] += 1  # too_deep, ...: the text bounds
+                    self.errors.append({"stage": "parse", "reason": getattr(e, "reason", "html_parse_error"),
                                         "record": f"{page.source}@{page.offset} ({page.url})",
                                         "message": f"{type(e).__name__}: {e}"})
                     continue
@@ -212,16 +261,13 @@ class FileImages:
                 self.index.close()
 
     def _kept_pages(self) -> set[str] | None:
-        """Ids of the pages the text run kept (pages.kept_from), or None for every page."""
+        """Ids of the pages the text run kept (pages.kept_from: every curated part of this file), or None for
+        every page. A missing or unreadable file fails the task (no marker): "no pages" would be taken for done."""
         if not self.job.pages.kept_from:
             return None
-        f = Path(self.job.pages.kept_from) / "curated" / f"{self.name}.parquet"
-        try:
-            return set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-        except (OSError, KeyError, pa.ArrowException) as e:
-            self.errors.append({"stage": "pages", "reason": "no_curated_file", "record": str(f),
-                                "message": f"pages.kept_from: {type(e).__name__}: {str(e)[:200]}"})
-            return set()
+        from crawlmix.images.kept import kept_ids
+
+        return kept_ids(self.job.pages.kept_from, self.name)
 
     def _page_language(self, html: str) -> tuple[str, float]:
         from crawlmix.text import langid

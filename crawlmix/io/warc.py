@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 
-from crawlmix.io.paths import open_binary
+from crawlmix.io.paths import is_record_member, member_range, open_binary
 
 # report(reason, RecordRef, message, dropped): dropped=False is a notice (the record is still used)
 Report = Callable[..., None]
@@ -27,6 +27,22 @@ _CHARSET_ALIASES = {"gb2312": "gbk", "gb_2312-80": "gbk", "iso-8859-1": "cp1252"
                     "us-ascii": "cp1252", "ascii": "cp1252", "x-gbk": "gbk", "windows-874": "cp874",
                     "iso-8859-9": "cp1254", "shift-jis": "cp932", "shift_jis": "cp932", "euc-kr": "cp949"}
 _META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9_\-:.]+)", re.I)
+# Responses that are a page's assets, not documents: skipped without a count (the images stage reads them).
+# Every other type outside read.mime_types (PDF, plain text, XML, Office, none given) is a counted read
+# drop: unsupported_mime.
+_ASSET_PREFIXES = ("image/", "video/", "audio/", "font/", "model/", "text/css", "text/javascript",
+                   "application/javascript", "application/x-javascript", "application/ecmascript",
+                   "application/json", "application/manifest+json", "application/wasm", "application/font-",
+                   "application/x-font-", "application/vnd.ms-fontobject")
+
+
+def _skip_mime(mime: str, mime_types, ref: "RecordRef", report) -> bool:
+    """True when the record is not a page to read; a document type is reported (unsupported_mime)."""
+    if mime in mime_types:
+        return False
+    if not mime.startswith(_ASSET_PREFIXES):
+        report("unsupported_mime", ref, f"{mime or 'no Content-Type'} is not in read.mime_types")
+    return True
 
 
 @dataclass(frozen=True)
@@ -134,12 +150,16 @@ def _is_arc(path: str) -> bool:
     if head[:2] == b"\x1f\x8b":
         import gzip
         import io
+        import zlib
 
         try:
             head = gzip.GzipFile(fileobj=io.BytesIO(_first_bytes(path, 65536))).read(64)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):  # a gzip magic, then no gzip stream: the WARC reader names it
             return False
     return head.startswith(b"filedesc://")
+
+
+is_arc = _is_arc  # (public: the images index reads ARC files too)
 
 
 def _first_bytes(path: str, n: int) -> bytes:
@@ -159,10 +179,21 @@ def _decode_page(body: bytes, declared: str | None, ref: RecordRef, report: Repo
 
 
 def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
-               mime_types=("text/html", "application/xhtml+xml")) -> Iterator[Page]:
-    """Yield the HTML pages (and WET text records) of one file; report everything skipped."""
+               mime_types=("text/html", "application/xhtml+xml"), start: int = 0,
+               end: int | None = None) -> Iterator[Page]:
+    """Yield the HTML pages (and WET text records) of one file; report everything skipped.
+
+    ``start`` / ``end``: only the records whose gzip member starts in that byte range, the range moved to
+    record boundaries (crawlmix.io.paths.member_range); the spans of a split file together give exactly the
+    whole file's pages, with the same offsets."""
+    span: tuple[int, int | None] | None = (0, None)
+    if start or end is not None:
+        with open_binary(path) as f:
+            span = member_range(f, start, end)
+        if span is None:
+            return  # no record starts in this range: its neighbours hold them
     if _is_arc(path):
-        yield from _iter_arc(path, report, max_record_bytes, mime_types)
+        yield from _iter_arc(path, report, max_record_bytes, mime_types, *span)
         return
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
@@ -173,8 +204,13 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
     broken = False
     try:
         with open_binary(path) as stream:
+            if span[0]:
+                stream.seek(span[0])
             for rec in ArchiveIterator(stream, record_types=wanted, parse_http=False):
                 offset = rec.stream_pos
+                if span[1] is not None and offset >= span[1] and not (
+                        pending is not None and rec.record_type == WarcRecordType.metadata):
+                    break  # the next span's record (a metadata record still completes this span's last page)
                 n_records += 1
                 url = rec.headers.get("WARC-Target-URI") or ""
                 rid = (rec.headers.get("WARC-Record-ID") or f"<{path}@{offset}>").strip("<>")
@@ -218,8 +254,8 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
                 else:  # resource: the block is the document
                     body = block
                     mime, declared = _content_type({"content-type": rec.headers.get("Content-Type") or ""})
-                if mime not in mime_types:
-                    continue  # images, PDFs, ...: not this stage's input (not an error)
+                if _skip_mime(mime, mime_types, ref, report):
+                    continue
                 decoded = _decode_page(body, declared, ref, report)
                 if decoded is None:
                     continue
@@ -229,22 +265,27 @@ def iter_pages(path: str, report: Report, *, max_record_bytes: int = 10_000_000,
         report("corrupt_file", RecordRef(path, offset), f"stopped after {n_records} records: {type(e).__name__}: {e}")
     if pending is not None:
         yield pending
-    if n_records == 0 and not broken:
+    if n_records == 0 and not broken and span[0] == 0 and (span[1] is None or not is_record_member(
+            _first_bytes(path, 65536))):  # (a span of a split WARC may hold no page: not the file's fault)
         report("no_records", RecordRef(path), "no WARC records (empty, not a WARC/ARC file, or unreadable)")
 
 
-def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
+def _iter_arc(path, report, max_record_bytes, mime_types, start=0, end=None) -> Iterator[Page]:
     from warcio.archiveiterator import ArchiveIterator
 
     n = 0
     offset = 0
     try:
         with open_binary(path) as stream:
+            if start:
+                stream.seek(start)
             it = ArchiveIterator(stream, arc2warc=True)
             for rec in it:
                 n += 1
                 body = rec.content_stream().read() if rec.rec_type == "response" else b""
                 offset = it.get_record_offset()  # (warcio reads the record to its end here)
+                if end is not None and offset >= end:
+                    break
                 if rec.rec_type != "response":
                     continue
                 url = rec.rec_headers.get_header("WARC-Target-URI") or ""
@@ -254,7 +295,7 @@ def _iter_arc(path, report, max_record_bytes, mime_types) -> Iterator[Page]:
                     continue
                 mime, declared = _content_type({"content-type": rec.http_headers.get_header("Content-Type") or ""}) \
                     if rec.http_headers else ("", None)
-                if mime not in mime_types:
+                if _skip_mime(mime, mime_types, ref, report):
                     continue
                 decoded = _decode_page(body, declared, ref, report)
                 if decoded is None:

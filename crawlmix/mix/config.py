@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from crawlmix.runtime import storage
 from crawlmix.runtime.config import ConfigError, read_yaml_mapping, validate
 from crawlmix.runtime.config import StrictModel as Strict
 
@@ -107,16 +108,37 @@ class TokenConfig(Strict):
     per_video_frame: int = Field(64, ge=0)
 
 
+class OutputConfig(Strict):
+    # uniform: every sample of a stage carries the same members (.txt, .json, and .images.tar where the stage
+    # has images), with one fixed .json schema, so Hugging Face `datasets` loads any stage (docs/loading.md);
+    # source: the sources' payload members copied as they are (img2dataset style: .jpg, .0.jpg, ...)
+    layout: Literal["uniform", "source"] = "uniform"
+    # webdataset: OUTPUT/<stage>/shard-NNNNNN.tar; parquet: shard-NNNNNN.parquet (the same samples, aligned
+    # texts / images lists). Not part of the mixture hash: adding a format rewrites the shards without it.
+    formats: list[Literal["webdataset", "parquet"]] = Field(default_factory=lambda: ["webdataset"], min_length=1)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate format in {v}")
+        return sorted(v, reverse=True)  # webdataset first
+
+
 class MixtureConfig(Strict):
     name: str
     seed: int = 0
     description: str = ""
     normalize: bool = False  # rescale weights that do not sum to 1 instead of failing
     tokens: TokenConfig = TokenConfig()
+    output: OutputConfig = OutputConfig()
     stages: list[StageConfig] = Field(min_length=1)
     # written by crawlmix.tune (tuned.yaml): the sweep hash, runs, model, predicted vs confirmed loss,
     # baselines. Provenance that enters digest(); absent in hand-set mixtures (their hash is unchanged).
     tuning: dict | None = None
+    # fsspec options for URL sources and outputs (s3://, gs://), flat or per protocol ({s3: {endpoint_url: ...}});
+    # see docs/storage.md. Where the bytes are, not what they are: not part of digest().
+    storage_options: dict | None = None
 
     _name = field_validator("name")(check_name)
 
@@ -124,6 +146,8 @@ class MixtureConfig(Strict):
         data = super().digest_data()
         if data.get("tuning") is None:  # a hand-set mixture hashes as before the field existed
             data.pop("tuning")
+        data.pop("storage_options", None)  # credentials and endpoints do not change a sample's bytes
+        data["output"].pop("formats", None)  # which files are written does not change a sample's bytes
         return data
 
     @model_validator(mode="after")
@@ -158,5 +182,25 @@ def parse_mixture(raw, where: str = "mixture") -> MixtureConfig:
 
 
 def load_mixture(path: str | Path) -> MixtureConfig:
-    path = Path(path)
+    """A mixture YAML from a local path or a URL (read with the environment's storage options)."""
+    if storage.is_remote(path):
+        return parse_mixture(read_yaml_url(str(path), "mixture"), where=str(path))
+    path = Path(storage.local(path))
     return parse_mixture(read_yaml_mapping(path, "mixture"), where=str(path))
+
+
+def read_yaml_url(url: str, what: str = "config") -> dict:
+    """read_yaml_mapping for a URL: the top-level mapping, or a ConfigError naming the URL."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(storage.read_text(url))
+    except FileNotFoundError:
+        raise ConfigError(f"{url}: no such {what} file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{url}: not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{url}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw

@@ -5,12 +5,18 @@
     python pipelines/mix.py --mixture mixtures/smolvlm-vision.yaml --output out/ --ray --workers 8
     ray job submit --working-dir . -- python pipelines/mix.py --mixture mixtures/X.yaml --output DIR --ray
 
-Writes OUTPUT/<stage>/shard-000000.tar ... (one sample = members sharing a dot-free key: .txt, images,
-.json with source, modality, id, url, language and provenance), a shard-NNNNNN.stats.json per shard
+Writes OUTPUT/<stage>/shard-000000.tar ... (one sample = members sharing a dot-free key; in the default
+uniform layout every sample has .txt, .json with source, modality, id, url, language and provenance, and,
+in stages with images, .images.tar: see crawlmix/mix/layout.py), optionally each shard's Parquet form
+(shard-000000.parquet, crawlmix/mix/parquet_out.py), a shard-NNNNNN.stats.json per shard
 (samples, bytes, tokens, per-source / per-modality counts, md5), a wids shardindex.json and the
 resolved plan mix.lock.json per stage. Every shard holds each source's share of its samples to within
 one sample; the same mixture + inputs give byte-identical shards. Every source is read, checked and
 planned before the first shard is written.
+
+--mixture, --root, --output and source paths may be URLs (s3://, gs://): remote sources are fetched once per
+node into local scratch (crawlmix/mix/fetch.py), every output is uploaded whole, its marker last
+(docs/mix.md, "On an object store").
 
 A shard is finished when its completion marker (OUTPUT/<stage>/_tasks/shard-NNNNNN.json, written after
 the tar and its stats) holds the stage's hash and the shard's plan hash, and its tar has the recorded size;
@@ -34,14 +40,17 @@ from pathlib import Path
 
 from crawlmix import __version__
 from crawlmix.mix.config import MixtureConfig, load_mixture
+from crawlmix.mix.fetch import location
 from crawlmix.mix.plan import StagePlan, lock_record, prepare, sample_common
 from crawlmix.mix.sources import MixError, Source
-from crawlmix.mix.write import stats_name, write_shard
-from crawlmix.runtime.atomic import TMP_SUFFIX, write_json
+from crawlmix.mix.write import parquet_name, stats_name, write_shard
+from crawlmix.runtime import storage
+from crawlmix.runtime.atomic import TMP_SUFFIX, exit_on_output_error, write_json
 from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.config import ConfigError
 from crawlmix.runtime.executor import Executor, TaskError
 from crawlmix.runtime.resources import project_dir, resolve_config
+from crawlmix.runtime.runstate import failpoint
 
 # Shards written side by side in one process: filling a chunk holds the GIL, but md5 and the file write do
 # not, so a second thread keeps the second core busy (--workers forks processes instead).
@@ -62,48 +71,73 @@ def shard_executor(todo: int, use_ray: bool, workers: int, threads: int, progres
     return Executor("inline", 1, progress)
 
 
-def write_task(stage_dir: str, name: str, sp, common: dict, digest: str, sources: list[Source]) -> dict:
-    """One shard (an executor task; the sources are the executor's shared value, sent once per worker)."""
-    return write_shard(stage_dir, name, sp, sources, common, digest)
+def write_task(stage_dir: str, name: str, sp, common: dict, digest: str, formats: list[str],
+               sources: list[Source], options: dict | None = None) -> dict:
+    """One shard (an executor task; the sources and the mixture's storage options are the executor's shared
+    values, sent once per worker: a Ray task on another node reaches the output URL with them)."""
+    if options:
+        storage.configure(options)
+    return write_shard(stage_dir, name, sp, sources, common, digest, formats)
 
 
 def marker_name(shard: str) -> str:
     return shard[:-4]  # the pattern ends in .tar
 
 
-def finished_shard(done: Completion, stage_dir: Path, name: str, digest: str) -> dict | None:
-    """The stats of a shard finished under this plan, else None: its marker holds the stage hash and the
-    shard's plan hash, and its tar and stats file are there (the tar at its recorded size)."""
+def stage_files(stage_dir: Path | str) -> dict[str, int]:
+    """{name: size} of the files directly in a stage folder (a local folder, or a URL: one listing, the sizes
+    come with it; nothing when it does not exist)."""
+    if not storage.is_remote(stage_dir):
+        return {storage.name(p): os.path.getsize(p) for p in storage.ls(stage_dir)}
+    fs, p = storage.filesystem(stage_dir)
+    fs.invalidate_cache(p)
+    try:
+        entries = fs.ls(p, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in entries
+            if e.get("type") == "file"}
+
+
+def finished_shard(done: Completion, stage_dir: Path | str, name: str, digest: str, formats: list[str],
+                   present: dict[str, int] | None = None) -> dict | None:
+    """The stats of a shard finished under this plan in every requested format, else None: its marker holds
+    the stage hash and the shard's plan hash, and its tar / Parquet file and stats file are there (at their
+    recorded sizes; ``present``: the folder's stage_files(), listed once for every shard)."""
     rec = done.get(marker_name(name))
-    if rec is None or rec.get("plan") != digest:
+    if rec is None or rec.get("plan") != digest or not set(formats) <= set(rec.get("formats") or ["webdataset"]):
         return None
-    tar = stage_dir / name
-    if not (tar.is_file() and tar.stat().st_size == rec.get("bytes") and (stage_dir / stats_name(name)).is_file()):
+    present = stage_files(stage_dir) if present is None else present
+    files = [(name, rec.get("bytes"))] if "webdataset" in formats else []
+    if "parquet" in formats:
+        files.append((parquet_name(name), (rec.get("parquet") or {}).get("bytes")))
+    if not (all(present.get(f) == size for f, size in files) and stats_name(name) in present):
         return None
     rec.pop("config_hash", None)
     return rec
 
 
-def write_stage(mix: MixtureConfig, plan: StagePlan, lock: dict, stage_dir: Path, common: dict,
+def write_stage(mix: MixtureConfig, plan: StagePlan, lock: dict, stage_dir: Path | str, common: dict,
                 overwrite: bool, progress: bool, use_ray: bool, workers: int, threads: int) -> dict:
-    """Write every unfinished shard of a planned stage, then its shard index; returns the stage summary."""
+    """Write every unfinished shard of a planned stage, then its shard index; returns the stage summary.
+    ``stage_dir`` is a local folder or a URL (every file is then uploaded whole, its marker last)."""
     ts = time.perf_counter()
     done = Completion(stage_dir, plan.stage_hash)
     if overwrite:
         done.clear()
-        if stage_dir.exists():
-            for p in stage_dir.iterdir():
-                if p.name.endswith((".tar", ".stats.json", TMP_SUFFIX)) or p.name in ("mix.lock.json",
-                                                                                       "shardindex.json"):
-                    p.unlink()
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    for p in stage_dir.glob(f"*{TMP_SUFFIX}"):  # left by an interrupted run
-        p.unlink()
-    write_json(stage_dir / "mix.lock.json", lock)
+        for f in stage_files(stage_dir):
+            if f.endswith((".tar", ".parquet", ".stats.json", TMP_SUFFIX)) or f in ("mix.lock.json", "shardindex.json"):
+                storage.remove(storage.join(stage_dir, f))
+    storage.makedirs(stage_dir)
+    present = stage_files(stage_dir)
+    for f in [f for f in present if f.endswith(TMP_SUFFIX)]:  # left by an interrupted run (local folders only)
+        storage.remove(storage.join(stage_dir, f))
+        del present[f]
+    write_json(storage.join(stage_dir, "mix.lock.json"), lock)
     names = [plan.stage.shards.pattern.format(index=i) for i in range(plan.shards)]
     stats_by_index: dict[int, dict] = {}
     for i, name in enumerate(names):
-        st = finished_shard(done, stage_dir, name, plan.shard_digests[i])
+        st = finished_shard(done, stage_dir, name, plan.shard_digests[i], mix.output.formats, present)
         if st is not None:
             stats_by_index[i] = st
     skipped = len(stats_by_index)
@@ -111,44 +145,53 @@ def write_stage(mix: MixtureConfig, plan: StagePlan, lock: dict, stage_dir: Path
     failed = []
     if todo:
         ex = shard_executor(todo, use_ray, workers, threads, progress)
-        tasks = ((str(stage_dir), names[sp.index], sp, common, plan.shard_digests[sp.index])
+        tasks = ((str(stage_dir), names[sp.index], sp, common, plan.shard_digests[sp.index], mix.output.formats)
                  for sp in plan.planner(mix.seed).shards(plan.samples) if sp.index not in stats_by_index)
-        for o in ex.imap(write_task, tasks, desc=f"mix {plan.stage.name}", total=todo, shared=(plan.sources,)):
+        for o in ex.imap(write_task, tasks, desc=f"mix {plan.stage.name}", total=todo,
+                         shared=(plan.sources, mix.storage_options)):
             if not o.ok:
                 failed.append(o)
                 continue
             done.mark(marker_name(o.args[1]), o.result)  # last: after the tar and its stats are published
             stats_by_index[o.args[2].index] = o.result
+            failpoint(f"driver:mix:{marker_name(o.args[1])}")  # tests: the driver killed once this shard is marked
     if failed:
         first = failed[0]
         raise TaskError(f"{len(failed)} shard(s) of stage {plan.stage.name!r} failed (a rerun writes only "
                         f"those); first: {first.args[1]}: {first.message()}") from first.error
-    shardlist = [{"url": s["shard"], "nsamples": s["samples"], "filesize": s["bytes"], "md5sum": s["md5"]}
-                 for _, s in sorted(stats_by_index.items())]
-    write_json(stage_dir / "shardindex.json", {"__kind__": "wids-shard-index-v1", "wids_version": 1,
-                                               "name": f"{mix.name}/{plan.stage.name}", "shardlist": shardlist})
+    if "webdataset" in mix.output.formats:
+        shardlist = [{"url": s["shard"], "nsamples": s["samples"], "filesize": s["bytes"], "md5sum": s["md5"]}
+                     for _, s in sorted(stats_by_index.items())]
+        write_json(storage.join(stage_dir, "shardindex.json"), {
+            "__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"{mix.name}/{plan.stage.name}",
+            "shardlist": shardlist})
     realised: dict[str, int] = {}
     for s in stats_by_index.values():
         for k, v in s["sources"].items():
             realised[k] = realised.get(k, 0) + v["samples"]
     return {"lock": lock, "written": todo, "skipped": skipped, "realised": realised,
-            "wall_s": round(time.perf_counter() - ts, 3), "bytes": sum(s["bytes"] for s in stats_by_index.values()),
+            "wall_s": round(time.perf_counter() - ts, 3),
+            "bytes": sum((s["bytes"] or 0) + (s.get("parquet") or {}).get("bytes", 0) for s in stats_by_index.values()),
             "out": str(stage_dir)}
 
 
 # ---------------------------------------------------------------------------------------------- the job
-def run(mix: MixtureConfig, out: Path, root: Path = Path("."), stages=None, overwrite=False, progress=True,
-        use_ray=False, workers=1, dry_run=False, threads: int = WRITE_THREADS) -> list[dict]:
+def run(mix: MixtureConfig, out: Path | str, root: Path | str = Path("."), stages=None, overwrite=False,
+        progress=True, use_ray=False, workers=1, dry_run=False, threads: int = WRITE_THREADS) -> list[dict]:
+    """Build the mixture's stages into ``out``; ``out`` and ``root`` (where relative source paths resolve)
+    are local folders or URLs (``s3://bucket/prefix``), reached with the mixture's storage_options."""
     t0 = time.perf_counter()
+    storage.configure(mix.storage_options)  # None: the environment's (CRAWLMIX_STORAGE_OPTIONS, AWS_*)
+    out, root = location(out), location(root)
     plans, tokens = prepare(mix, root, stages, progress)
     common = sample_common(mix)
     staged = []
     for plan in plans:  # every stage is checked before any is written
         lock = lock_record(mix, plan, dict(common, tokenizer=tokens.spec))
-        stage_dir = out / plan.stage.name
-        old = stage_dir / "mix.lock.json"
-        if not dry_run and old.exists() and not overwrite:
-            prev = json.loads(old.read_text())
+        stage_dir = storage.join(out, plan.stage.name) if isinstance(out, str) else out / plan.stage.name
+        old = storage.join(stage_dir, "mix.lock.json")
+        if not dry_run and not overwrite and storage.exists(old):
+            prev = json.loads(storage.read_bytes(old))
             if prev.get("stage_hash") != plan.stage_hash or prev.get("shard_plans") != plan.shard_digests:
                 raise MixError(f"{stage_dir} holds a mix of another mixture or other inputs (stage hash "
                                f"{prev.get('stage_hash')} != {plan.stage_hash}); use a new --output or --overwrite")
@@ -179,6 +222,9 @@ def summary(res: dict) -> str:
         mbps = res["bytes"] / 1e6 / res["wall_s"] if res["wall_s"] else 0.0
         lines.append(f"wrote {res['written']} shard(s), kept {res['skipped']} finished, {res['wall_s']}s "
                      f"({mbps:.1f} MB/s) -> {res['out']}/")
+    lines.append(f"layout {lk['layout']}: every sample has {' '.join('.' + m for m in lk['members'])}"
+                 if lk["layout"] == "uniform" else f"layout source: members {' '.join('.' + m for m in lk['members'])}")
+    lines.append(f"formats: {', '.join(lk['formats'])}")
     realised = res.get("realised") or {k: v["samples"] for k, v in lk["sources"].items()}
     n = lk["samples"]
     lines += ["", f"{'source':<18}{'modality':<13}{'target':>9}{'realised':>10}{'samples':>9}{'epochs':>8}"
@@ -191,6 +237,9 @@ def summary(res: dict) -> str:
         r = sum(realised.get(s, 0) for s, sv in lk["sources"].items() if sv["modality"] == k)
         lines.append(f"{k:<31}{v['target_share'] * 100:>8.2f}%{r / n * 100:>9.2f}%{r:>9}")
     lines.append(f"\nworst shard deviation from the weights: {lk['max_shard_deviation']:.3f} samples (limit 1)")
+    for k, v in lk["sources"].items():
+        if v.get("bad_rows"):
+            lines.append(f"bad input: source {k!r}: {v['bad_rows']} row(s) skipped, e.g. {v['bad_examples'][0]}")
     return "\n".join(lines)
 
 
@@ -198,10 +247,13 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="mix.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See docs/mix.md for the mixture YAML reference.")
-    ap.add_argument("--mixture", required=True, metavar="YAML", help="mixture file (e.g. mixtures/smolvlm-video.yaml)")
-    ap.add_argument("--output", metavar="DIR", help="output folder (default: output/mix/<mixture name>)")
+    ap.add_argument("--mixture", required=True, metavar="YAML",
+                    help="mixture file or URL (e.g. mixtures/smolvlm-video.yaml)")
+    ap.add_argument("--output", metavar="DIR", help="output folder or URL (s3://bucket/prefix, gs://...; default: "
+                                                    "output/mix/<mixture name>)")
     ap.add_argument("--root", metavar="DIR", default=".",
-                    help="relative source paths resolve against this folder (default: the current directory)")
+                    help="relative source paths resolve against this folder or URL (s3://bucket/data; default: the "
+                         "current directory)")
     ap.add_argument("--stage", action="append", metavar="NAME", help="build only this stage (repeatable)")
     ap.add_argument("--dry-run", action="store_true", help="validate, read and plan; print the plan; write nothing")
     ap.add_argument("--overwrite", action="store_true",
@@ -213,16 +265,22 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=WRITE_THREADS, metavar="N",
                     help=f"without --workers / --ray: shards written side by side by threads (default "
                          f"{WRITE_THREADS}; md5 and file writes run outside the GIL); the output does not depend on it")
+    ap.add_argument("--parquet", action="store_true",
+                    help="also write each shard's Parquet form (shard-NNNNNN.parquet; as output.formats: "
+                         "[webdataset, parquet] in the mixture)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
 
+@exit_on_output_error
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
-        mix = load_mixture(resolve_config(a.mixture))
-        out = Path(a.output) if a.output else project_dir() / "output" / "mix" / mix.name
-        res = run(mix, out, Path(a.root), stages=a.stage, overwrite=a.overwrite, progress=not a.no_progress,
+        mix = load_mixture(a.mixture if storage.is_url(a.mixture) else resolve_config(a.mixture))
+        if a.parquet and "parquet" not in mix.output.formats:
+            mix.output.formats = [*mix.output.formats, "parquet"]
+        out = a.output or project_dir() / "output" / "mix" / mix.name
+        res = run(mix, out, a.root, stages=a.stage, overwrite=a.overwrite, progress=not a.no_progress,
                   use_ray=a.ray, dry_run=a.dry_run, threads=max(1, a.threads),
                   workers=max(1, a.workers or ((os.cpu_count() or 1) if a.ray else 1)))
     except ConfigError as e:

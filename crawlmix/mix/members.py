@@ -61,23 +61,41 @@ def encode(value, exact: bool = False) -> str:
     return _ENCODE(value)
 
 
+INPUT_KEYS = ("config_hash", "crawlmix_version", "seed")  # a crawl's provenance (uniform .json: always, "" if unknown)
+
+
 class JsonTemplate:
     """A source file's output .json with the per-sample fields left open.
 
-    rest(id, url, language, index, meta) is everything after the epoch digits, byte for byte what
-    _ENCODE({"source", "modality", "id", "url", "language", "epoch", "provenance", "meta"}) gives, built
-    from constant pieces and the JSON of the five fields (no dict is built or sorted per sample).
+    rest(id, url, language, index, meta, images) is everything after the epoch digits, byte for byte what
+    _ENCODE(the .json) gives, built from constant pieces and the JSON of the per-sample fields (no dict is
+    built or sorted per sample).
+
+    layout 'source': {"source", "modality", "id", "url", "language", "epoch", "provenance", "meta"} with
+    the values as they come (None where unknown; meta the source's own metadata object; provenance.input
+    only for crawl Parquet). layout 'uniform': one schema for every sample of every source, so that
+    column-inferring readers (Hugging Face `datasets`, Ray Data) see the same types everywhere: strings
+    are never null ("" where unknown), provenance.index is a string, provenance.input always has
+    INPUT_KEYS, meta is the source's metadata as a canonical JSON string, and "images" counts the
+    sample's images.
     """
 
-    _SLOTS = ("id", "language", "meta", "index", "url")
+    _SLOTS = {"source": ("id", "language", "meta", "index", "url"),
+              "uniform": ("id", "images", "language", "meta", "index", "url")}
 
-    def __init__(self, source: str, modality: str, common: dict, file: str, file_meta: dict | None):
-        mark = {k: f"\x00{k}\x00" for k in self._SLOTS}
+    def __init__(self, source: str, modality: str, common: dict, file: str, file_meta: dict | None,
+                 layout: str = "source"):
+        self.uniform = layout == "uniform"
+        slots = self._SLOTS[layout]
+        mark = {k: f"\x00{k}\x00" for k in slots}
         prov = dict(common, file=file, index=mark["index"])
-        if file_meta:
+        if self.uniform:
+            prov["input"] = {k: str((file_meta or {}).get(k, "")) for k in INPUT_KEYS}
+        elif file_meta:
             prov["input"] = file_meta
-        doc = _ENCODE({"source": source, "modality": modality, "id": mark["id"], "url": mark["url"],
-                       "language": mark["language"], "epoch": 0, "provenance": prov, "meta": mark["meta"]})
+        doc = {"source": source, "modality": modality, "epoch": 0, "provenance": prov,
+               **{k: mark[k] for k in slots if k != "index"}}
+        doc = _ENCODE(doc)
         if not doc.startswith(JSON_HEAD.decode() + "0,"):
             raise AssertionError("epoch must be the first key of the output .json")
         doc = doc[len(JSON_HEAD) + 1:]
@@ -92,12 +110,16 @@ class JsonTemplate:
             order.append(k)
             doc = doc[i + len(_ENCODE(mark[k])):]
         pieces.append(doc)
-        if tuple(order) != self._SLOTS:  # the sorted key order rest() relies on
+        if tuple(order) != slots:  # the sorted key order rest() relies on
             raise AssertionError(f"unexpected .json field order {order}")
         self.pieces = pieces
 
-    def rest(self, sid, url, language, index, meta, exact: bool = False) -> bytes:
+    def rest(self, sid, url, language, index, meta, exact: bool = False, images: int = 0) -> bytes:
         """exact: meta came from loads() with exact=True (see encode())."""
         p = self.pieces
+        if self.uniform:
+            s = lambda v: encode_basestring("" if v is None else v if type(v) is str else str(v))  # noqa: E731
+            return (p[0] + s(sid) + p[1] + int.__repr__(images) + p[2] + s(language) + p[3]
+                    + encode_basestring(encode(meta, exact)) + p[4] + s(index) + p[5] + s(url) + p[6]).encode()
         return (p[0] + encode(sid) + p[1] + encode(language) + p[2] + encode(meta, exact) + p[3] + encode(index)
                 + p[4] + encode(url) + p[5]).encode()

@@ -272,6 +272,14 @@ def _brace(pattern: str, n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the lock
+def _members(sources: list[Source], layout: str) -> list[str]:
+    """The member extensions a stage's samples have (layout 'uniform': the same for every sample)."""
+    if layout == "uniform":
+        return sorted({*sources[0].out_exts, "json"}) if sources else ["json", "txt"]
+    return sorted({"json", *(e for s in sources for e in s.out_exts)})
+
+
+
 def lock_record(mix: MixtureConfig, plan: StagePlan, common: dict) -> dict:
     """The resolved plan of a stage (mix.lock.json): per source and modality target vs realised, inputs, hashes."""
     st = plan.stage
@@ -285,6 +293,9 @@ def lock_record(mix: MixtureConfig, plan: StagePlan, common: dict) -> dict:
             "realised_share": round(int(d) / plan.samples, 9), "tokens": int(plan.tokens_per_source[i]),
             "available": s.n, "pool": pool, "epochs_used": round(int(d) / pool, 4),
             "max_epochs": s.cfg.max_epochs, "files": s.fingerprints}
+        if s.bad_rows:
+            srcs[s.name]["bad_rows"] = s.bad_rows
+            srcs[s.name]["bad_examples"] = s.bad
     mods: dict = {}
     for s, v in srcs.items():
         m = mods.setdefault(v["modality"], {"target_share": 0.0, "samples": 0, "tokens": 0})
@@ -298,6 +309,8 @@ def lock_record(mix: MixtureConfig, plan: StagePlan, common: dict) -> dict:
             "shard_limits": st.shards.model_dump(), "samples": plan.samples, "tokens": plan.tokens,
             "bytes": plan.bytes, "shards": plan.shards, "shard_pattern": _brace(st.shards.pattern, plan.shards),
             "max_shard_deviation": round(plan.max_dev, 6), "stage_hash": plan.stage_hash,
+            "layout": mix.output.layout, "formats": mix.output.formats,
+            "members": _members(plan.sources, mix.output.layout),
             "sources": srcs, "modalities": dict(sorted(mods.items())), "shard_plans": plan.shard_digests}
 
 
@@ -328,7 +341,7 @@ def prepare(mix: MixtureConfig, root: Path, stages: list[str] | None = None, pro
             key = json.dumps({k: v for k, v in cfg.model_dump().items()
                               if k in ("path", "format", "languages", "text_field", "modality")}, sort_keys=True)
             if key not in cache:
-                src = resolve_source(cfg, root, progress)
+                src = resolve_source(cfg, root, progress, mix.output.layout)
                 src.build_index(tokens, common)
                 cache[key] = src
             base = cache[key]
@@ -336,6 +349,8 @@ def prepare(mix: MixtureConfig, root: Path, stages: list[str] | None = None, pro
             if src.name != base.name or src.cfg.modality != base.cfg.modality:
                 src.build_index(tokens, common)  # the name / modality inside each .json differ
             srcs.append(src)
+        with_images = any(s.has_media for s in srcs)  # uniform layout: every sample of the stage gets .images.tar
+        srcs = [s.laid_out(with_images) for s in srcs]
         fp = hashlib.sha256(json.dumps([mix_hash, tokens.spec, [s.fingerprints for s in srcs]],
                                        sort_keys=True).encode()).hexdigest()[:16]
         plans.append(plan_stage(mix, st, srcs, fp))

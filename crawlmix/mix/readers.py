@@ -1,10 +1,14 @@
-"""Mixer readers: a source's files (Parquet from a crawl, JSONL, WebDataset tars) -> its per-sample index
-(used by Source.build_index in crawlmix/mix/sources.py).
+"""Mixer readers: a source's files (Parquet from a crawl, JSONL, WebDataset tars) -> its per-sample parts
+(used by Source.build_index in crawlmix/mix/sources.py; interleaved documents are read by
+crawlmix/mix/interleaved_source.py).
 
-Parquet and JSONL give one text member per sample, their texts concatenated into one UTF-8 blob. Tars are
-memory-mapped and indexed from their headers alone (crawlmix/mix/tar_index.py); member bytes are never
-decoded, only each sample's .json (its metadata) and .txt members (token counts). Every sample's output
-.json is built here once, from a per-file template (crawlmix/mix/members.py).
+A sample's parts are its payload in order, each a kind (text, image, other), the extension it had in the
+source and where its bytes are (a buffer of the source, an offset, a size); crawlmix/mix/layout.py turns
+them into the output members. Parquet and JSONL give one text part per sample, their texts concatenated
+into one UTF-8 blob. Tars are memory-mapped and indexed from their headers alone
+(crawlmix/mix/tar_index.py); member bytes are never decoded, only each sample's .json (its metadata) and
+.txt members (token counts). Every sample's output .json is built here once, from a per-file template
+(crawlmix/mix/members.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ if TYPE_CHECKING:
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "avif"}
 TEXT_EXTS = {"txt", "text"}
+TEXT, IMAGE, OTHER = 0, 1, 2  # part kinds
+
+
+def kind_of(ext: str) -> int:
+    """A part's kind from its (last) extension."""
+    last = ext.rsplit(".", 1)[-1].lower()
+    return TEXT if last in TEXT_EXTS else IMAGE if last in IMAGE_EXTS else OTHER
 MAX_EXT_BYTES = 89  # output member names are "<10-digit key>.<ext>" in the 100-byte USTAR name field
 
 
@@ -33,9 +44,9 @@ def read_parquet(src: Source):
     import pyarrow.parquet as pq
 
     tf = src.cfg.text_field
-    for f in src.files:
+    for i, f in enumerate(src.files):
         try:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(src.local_path(i))  # a remote file: its copy in local scratch
         except Exception as e:  # noqa: BLE001
             raise src.error(f"cannot read Parquet {f}: {e}") from None
         names = pf.schema_arrow.names
@@ -48,13 +59,14 @@ def read_parquet(src: Source):
         yield pf.read(columns=cols), meta
 
 
-def read_jsonl(src: Source, f: str):
-    """[(line number, object, exact)] of a JSONL file (exact: see loads())."""
+def read_jsonl(src: Source, f: str, local: str | None = None):
+    """[(line number, object, exact)] of a JSONL file (exact: see loads()), read from ``local`` when given
+    (a remote file's copy in local scratch)."""
     rows = []
     opener = gzip.open if f.endswith(".gz") else open
     tf = src.cfg.text_field
     try:
-        with opener(f, "rb") as fh:
+        with opener(local or f, "rb") as fh:
             for ln, line in enumerate(fh, 1):
                 line = line[:-1] if line.endswith(b"\n") else line
                 if not line.strip():
@@ -75,11 +87,11 @@ def read_jsonl(src: Source, f: str):
 
 def _template(src: Source, common: dict, fi: int) -> JsonTemplate:
     meta = src.file_meta[fi] if src.file_meta else None
-    return JsonTemplate(src.name, src.cfg.modality, common, src.rel_files[fi], meta)
+    return JsonTemplate(src.name, src.cfg.modality, common, src.rel_files[fi], meta, src.layout)
 
 
 def index_texts(src: Source, common: dict):
-    """Parquet / JSONL: one text member per sample, its bytes in one UTF-8 blob. Fills the source's member
+    """Parquet / JSONL: one text part per sample, its bytes in one UTF-8 blob. Fills the source's part
     arrays; returns (file per sample, output .json rests, texts, images per sample) for Source.build_index."""
     langs = set(src.cfg.languages) if src.cfg.languages else None
     file_of, rests, texts = [], Blob(), []
@@ -121,7 +133,7 @@ def index_texts(src: Source, common: dict):
             src.file_meta.append(None)
             tpl = _template(src, common, fi)
             fname = Path(f).name
-            for ln, obj, exact in read_jsonl(src, f):
+            for ln, obj, exact in read_jsonl(src, f, src.local_path(fi)):
                 lang = obj.get("language")
                 if langs is not None and lang not in langs:
                     continue
@@ -139,14 +151,15 @@ def index_texts(src: Source, common: dict):
         raise src.error(f"a text is not valid Unicode ({e})") from None
     n = len(texts)
     sizes = np.asarray(blob.lens, np.int64)
-    src.text = blob.data
+    src.blobs = [blob.data]
     src.exts = ["txt"]
-    src.m_start = np.arange(n + 1, dtype=np.int64)
-    src.m_ext = np.zeros(n, np.int32)
-    src.m_buf = np.zeros(n, np.int32)
-    src.m_size = sizes
-    src.m_off = np.cumsum(sizes) - sizes
-    src.m_cont = np.zeros(n, bool)
+    src.q_start = np.arange(n + 1, dtype=np.int64)
+    src.q_ext = np.zeros(n, np.int32)
+    src.q_kind = np.full(n, TEXT, np.int8)
+    src.q_buf = np.zeros(n, np.int32)
+    src.q_size = sizes
+    src.q_off = np.cumsum(sizes) - sizes
+    src.q_cont = np.zeros(n, bool)
     return file_of, rests, texts, np.zeros(n, np.int64)
 
 
@@ -158,7 +171,7 @@ def index_tars(src: Source, common: dict):
 
     langs = set(src.cfg.languages) if src.cfg.languages else None
     src.file_meta = [None] * len(src.files)
-    maps = src.buffers()
+    maps = src.base_buffers()
     ext_id: dict = {}
     file_of, rests, texts, img_counts = [], Blob(), [], []
     counts, m_ext, m_buf, m_off, m_size, m_cont = [], [], [], [], [], []
@@ -177,8 +190,7 @@ def index_tars(src: Source, common: dict):
             ext_id.setdefault(e, len(ext_id))
         flags = np.zeros((3, len(ext_id)), bool)  # json, text, image per extension
         for e, i in ext_id.items():
-            last = e.rsplit(".", 1)[-1]
-            flags[:, i] = (e == "json", last in TEXT_EXTS, last.lower() in IMAGE_EXTS)
+            flags[:, i] = (e == "json", kind_of(e) == TEXT, kind_of(e) == IMAGE)
         M = len(scan)
         ids = np.asarray([ext_id[e] for e in scan.exts], np.int32)[scan.ext_of]
         offs, sizes, starts = scan.offs, scan.sizes, scan.starts
@@ -210,7 +222,7 @@ def index_tars(src: Source, common: dict):
             if not isinstance(meta, dict):
                 meta = {"value": meta}
             rests.add(tpl.rest(meta.get("id") or meta.get("key") or key, meta.get("url"),
-                               meta.get("language"), key, meta, exact[g]))
+                               meta.get("language"), key, meta, exact[g], int(nimg[g])))
             t = txt.get(g)
             texts.append("\n".join(t) if t else "")
         file_of += [fi] * int(keep.sum())
@@ -230,10 +242,11 @@ def index_tars(src: Source, common: dict):
     cat = (lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t))
     src.exts = list(ext_id)
     n = cat(counts, np.int64)
-    src.m_start = np.zeros(len(n) + 1, np.int64)
-    np.cumsum(n, out=src.m_start[1:])
-    src.m_ext, src.m_buf = cat(m_ext, np.int32), cat(m_buf, np.int32)
-    src.m_off, src.m_size, src.m_cont = cat(m_off, np.int64), cat(m_size, np.int64), cat(m_cont, bool)
+    src.q_start = np.zeros(len(n) + 1, np.int64)
+    np.cumsum(n, out=src.q_start[1:])
+    src.q_ext, src.q_buf = cat(m_ext, np.int32), cat(m_buf, np.int32)
+    src.q_kind = np.asarray([kind_of(e) for e in src.exts] or [0], np.int8)[src.q_ext]
+    src.q_off, src.q_size, src.q_cont = cat(m_off, np.int64), cat(m_size, np.int64), cat(m_cont, bool)
     return file_of, rests, texts, cat(img_counts, np.int64)
 
 

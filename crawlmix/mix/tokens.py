@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from crawlmix.runtime.config import ConfigError
 from crawlmix.mix.config import TokenConfig
+from crawlmix.runtime import storage
+from crawlmix.runtime.config import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------- tokens
@@ -101,13 +102,16 @@ def utf8_lengths(texts: list[str]) -> np.ndarray:
 class TokenCounter:
     """Counts tokens offline: 'builtin:whitespace' (default), 'builtin:bytes', or a local HF tokenizer.json."""
 
-    def __init__(self, cfg: TokenConfig, root: Path = Path(".")):
+    def __init__(self, cfg: TokenConfig, root: Path | str = Path(".")):
         self.cfg = cfg
         self.spec = cfg.tokenizer
         self._tok = None
-        if not self.spec.startswith("builtin:"):
-            path = Path(self.spec).expanduser()
-            path = path if path.is_absolute() else root / path
+        if not self.spec.startswith("builtin:") and (storage.is_remote(self.spec) or (
+                storage.is_remote(root) and not storage.is_url(self.spec) and not Path(self.spec).is_absolute())):
+            self._remote(root)
+        elif not self.spec.startswith("builtin:"):
+            path = Path(storage.local(self.spec)).expanduser()
+            path = path if path.is_absolute() else Path(root) / path
             if path.is_dir():
                 path = path / "tokenizer.json"
             if not path.is_file():
@@ -122,6 +126,24 @@ class TokenCounter:
             self.spec = str(path)
         elif self.spec not in ("builtin:whitespace", "builtin:bytes"):
             raise ConfigError(f"tokens.tokenizer: unknown builtin {self.spec!r} (builtin:whitespace, builtin:bytes)")
+
+    def _remote(self, root) -> None:
+        """A tokenizer.json behind a URL (or relative to a URL --root): read from its copy in local scratch."""
+        from crawlmix.mix.fetch import local_copy
+
+        url = self.spec if storage.is_remote(self.spec) else storage.join(root, self.spec)
+        if not storage.isfile(url):
+            url = storage.join(url, "tokenizer.json")
+        if not storage.isfile(url):
+            raise ConfigError(f"tokens.tokenizer: no tokenizer.json at {url}, or use builtin:whitespace / "
+                              f"builtin:bytes")
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok = Tokenizer.from_file(local_copy(url))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exceptions
+            raise ConfigError(f"tokens.tokenizer: {url} is not a valid tokenizer.json: {e}") from None
+        self.spec = url
 
     def count(self, texts: list[str]) -> np.ndarray:
         if not texts:

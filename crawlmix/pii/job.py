@@ -1,14 +1,16 @@
 """PII scrubbing of Parquet files: curated Parquet in, the same rows with `text` scrubbed and a `pii` column out.
 
     python pipelines/pii.py --input 'out/curated/*.parquet' --output out_pii/ [--config pii.yaml] [--workers 4 | --ray]
-    scrub_crawl_task(curated, [removed, ...], cfg_json)   # the crawl's PII step: one task's files, in place
+    crawl_task(path, out_dir, job_cfg, staged, pii_json)  # the crawl's task: rows scrubbed before they are written
 
-The scrubbing itself (candidate scan, windows, presidio) is crawlmix/pii/scrub.py. Files are tasks of
+The scrubbing itself (candidate scan, windows, presidio) is crawlmix/pii/scrub.py, URLs and the other
+columns crawlmix/pii/fields.py. Files are tasks of
 crawlmix.runtime.executor: in this process, a process pool (--workers) or Ray (--ray: a local Ray, or
 the cluster at RAY_ADDRESS). Every file is written atomically, then marked done in
 OUTPUT/_tasks/pii/ with the PII config digest and the size and modification time of the files: a rerun
 scrubs only what has no marker, was scrubbed under another config, or has changed since (an input
-rewritten, an output removed, a crawl's curated file that dedup wrote again).
+rewritten, an output removed). The output folder's stats.json carries the run state (running / finished,
+crawlmix/runtime/runstate.py).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from crawlmix import __version__
-from crawlmix.io.paths import is_url
 from crawlmix.pii.config import PiiConfig, load_pii_config
 from crawlmix.pii.scrub import Scrubber, scrubber_for
 from crawlmix.pii.spans import PII_TYPE, PiiStats
+from crawlmix.runtime import storage
+from crawlmix.runtime.atomic import exit_on_output_error
 from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.config import ConfigError
 from crawlmix.runtime.executor import Executor, TaskError
+from crawlmix.runtime.runstate import check_inputs, failpoint
 
 MARKERS = "_tasks/pii"  # the PII step's completion markers, under the folder it writes
 
@@ -49,13 +54,12 @@ def file_state(path: str) -> list | None:
     """What tells one version of a file from another, for the markers: [size, mtime in ns] (a URL:
     fsspec's size and ETag or modification time); None when there is no such file."""
     try:
-        if is_url(path):
-            import fsspec
-
-            fs, p = fsspec.core.url_to_fs(path)
+        if storage.is_remote(path):
+            fs, p = storage.filesystem(path)
+            fs.invalidate_cache(p)  # the object as it is now, not as an earlier listing saw it
             info = fs.info(p)
             return [info.get("size"), str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "")]
-        st = os.stat(path)
+        st = os.stat(storage.local(path))
         return [st.st_size, st.st_mtime_ns]
     except FileNotFoundError:
         return None
@@ -67,7 +71,8 @@ def file_state(path: str) -> list | None:
 
 def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, progress: bool = False,
                name: str | None = None, input_label: str | None = None) -> dict:
-    """One curated Parquet file -> OUT/curated/<name> with scrubbed `text` and a `pii` column."""
+    """One curated Parquet file -> OUT/curated/<name> with scrubbed `text`, a `pii` column and the PII of
+    its `url` column (crawlmix/pii/fields.py) replaced."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -78,7 +83,7 @@ def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, pr
     cfg = PiiConfig.model_validate_json(cfg_json)
     scrubber = scrubber_for(cfg_json)
     st = PiiStats()
-    dest = Path(out_dir) / "curated" / (name or out_name(path))
+    dest = storage.join(out_dir, "curated", name or out_name(path))
     sink = None
     try:
         with open_binary(path) as fh:
@@ -98,7 +103,7 @@ def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, pr
                     table = pa.Table.from_batches([batch])
                     if "pii" in table.column_names:
                         table = table.drop_columns(["pii"])
-                    sink.add_table(scrubber.scrub_table(table, st).cast(schema))
+                    sink.add_table(_scrub_url_column(scrubber.scrub_table(table, st), cfg_json, st).cast(schema))
                     bar.update(table.num_rows)
         sink.close()  # published after the input is closed: in place, the input is the file it replaces
     except BaseException:
@@ -108,57 +113,85 @@ def scrub_file(path: str, out_dir: str, cfg_json: str, batch_rows: int = 256, pr
     return {"input": path, "output": str(dest), **st.to_dict()}
 
 
-def scrub_removed_file(path: str, cfg_json: str) -> dict:
-    """A removed-records file in place: its url and detail columns scrubbed, this config's hash added."""
-    import pyarrow.parquet as pq
+def _scrub_url_column(table, cfg_json: str, st: PiiStats):
+    """The `url` column's PII (e-mails, phone query values, ...: crawlmix/pii/fields.py), when there is one."""
+    if "url" not in table.column_names:
+        return table
+    import pyarrow as pa
 
-    from crawlmix.runtime.atomic import write_table
+    from crawlmix.pii.fields import field_scrubber_for
 
-    digest = PiiConfig.model_validate_json(cfg_json).digest()
-    meta = pq.read_schema(path).metadata or {}
-    st = PiiStats()
-    table = scrubber_for(cfg_json).scrub_table(pq.read_table(path), st, text_column=None, also=["url", "detail"])
-    write_table(path, table.replace_schema_metadata({**meta, b"pii_config_hash": digest.encode()}))
-    return {"input": path, **st.to_dict()}
+    urls = field_scrubber_for(cfg_json).urls(table.column("url").to_pylist(), st)
+    return table.set_column(table.column_names.index("url"), table.schema.field("url"), pa.array(urls, pa.string()))
 
 
 # --------------------------------------------------------------------------------------------------
-# The crawl's PII step
+# The crawl's PII: inside each crawl task, before anything is written
 
 
-def scrub_crawl_task(curated: str, removed: list[str], cfg_json: str) -> dict | None:
-    """The PII step of the crawl for one task: its curated file in place (text + `pii` column) and the
-    url/detail columns of its removed files, each marked done in <crawl output>/_tasks/pii/ once written.
+def crawl_task(path: str, out_dir: str, cfg, staged: bool, pii_json: str, start: int = 0,
+               end: int | None = None) -> dict:
+    """One crawl task with PII scrubbing (crawlmix.text.curate.FileCurator writing through PiiSink): its
+    curated rows (`text` + `pii` spans, `url`, `id`) and removed rows (`id`, `url`, `detail`) are scrubbed
+    before they are written, and so are the error records of its stats, which go to the task's marker
+    (OUTPUT/_tasks/<task>.json, keyed on the whole job config, PII section included). No raw row ever
+    reaches the disk, under a final name or a temporary one. Returns the marker's record, whose ``pii``
+    holds the task's counts: ``text`` (PiiStats of every document that reached the end of the text stages)
+    and ``fields`` (replacements in the other columns and in the error records). ``start`` / ``end``: one
+    byte range of a split file (crawlmix.io.paths.Span)."""
+    from functools import partial
 
-    A file whose marker describes it as it is now is left alone (its recorded stats count again). A
-    rewritten file (dedup writes curated/ again on every run) no longer matches its marker and is
-    scrubbed again. Scrubbing in place must never run twice on one file (the `pii` spans would then
-    describe scrubbed text, fakes would be faked again), so a file without a current marker that
-    already carries this config's `pii_config_hash` (published, then a crash before its marker) is
-    only marked. Returns the summed stats of the task's files, or None when there were none."""
+    from crawlmix.io.paths import Span
+    from crawlmix.pii.fields import PiiSink, field_scrubber_for
+    from crawlmix.text.curate import FileCurator
+
+    done = Completion(out_dir, cfg.digest())
+    name = Span(path, start, end).name
+    rec = done.get(name)
+    if rec is not None:
+        return rec
+    pii = PiiConfig.model_validate_json(pii_json)
+    fc = FileCurator(path, out_dir, cfg, staged, partial(PiiSink, pii=pii), start, end)
+    res = fc.run()
+    side = PiiStats()
+    res["errors"] = field_scrubber_for(pii_json).records(res["errors"], side)
+    fields = side.replacements + fc.curated.field_stats.replacements + fc.removed.field_stats.replacements
+    errors = side.errors + fc.curated.field_stats.errors + fc.removed.field_stats.errors
+    res["pii"] = {"text": fc.curated.text_stats.to_dict(), "fields": dict(sorted(fields.items())),
+                  "field_errors": dict(sorted(errors.items()))}
+    return done.mark(name, res)
+
+
+def crawl_pii_stats(results: list[dict], curated: list[str]) -> dict:
+    """stats.json's ``pii`` for a crawl, from the tasks' markers and the final curated files alone, so it is
+    the same whatever the run's history (tasks redone or not): ``replacements`` counts every replaced region
+    in the outputs (the kept documents' text, from their `pii` spans, plus the url / id / detail columns
+    and error records), ``docs`` / ``docs_with_pii`` are kept documents, ``scanned`` what the tasks scrubbed
+    (every document before dedup: characters, the share presidio read, time)."""
     import pyarrow.parquet as pq
 
-    digest = PiiConfig.model_validate_json(cfg_json).digest()
-    root = Path(curated).parent.parent  # the crawl's output folder
-    done = Completion(root, digest, folder=MARKERS)
-    parts = []
-    for path in [curated, *removed]:
-        name = f"{Path(path).parent.name}/{Path(path).name}"  # curated/<task>.parquet, removed/<task>...parquet
-        rec = done.get(name)
-        if rec is not None and rec.get("file") == file_state(path):
-            parts.append(rec.get("stats"))
-            continue
-        if (pq.read_schema(path).metadata or {}).get(b"pii_config_hash") == digest.encode():
-            done.mark(name, {"file": file_state(path), "stats": None})  # scrubbed already: never twice
-            continue
-        if path == curated:  # in place, labelled without the run's own path
-            part = scrub_file(path, str(root), cfg_json, name=Path(path).name, input_label=name)
-        else:
-            part = scrub_removed_file(path, cfg_json)
-        done.mark(name, {"file": file_state(path), "stats": part})
-        parts.append(part)
-    parts = [p for p in parts if p]
-    return merge_pii_stats(parts) if parts else None
+    from crawlmix.pii.fields import span_counts
+
+    scanned, fields, errors = PiiStats(), Counter(), Counter()
+    for r in results:
+        p = r.get("pii") or {}
+        if p:
+            scanned.add(PiiStats.from_dict(p["text"]))
+            fields.update(p["fields"])
+            errors.update(p.get("field_errors", {}))
+    docs = with_pii = 0
+    types: Counter = Counter()
+    for f in curated:
+        with storage.open(f, "rb") as fh:  # a path or a URL
+            col = pq.read_table(fh, columns=["pii"]).column("pii")
+        n, t = span_counts(col)
+        docs += len(col)
+        with_pii += n
+        types.update(t)
+    reps = types + fields
+    return {"docs": docs, "docs_with_pii": with_pii, "replacements": dict(sorted(reps.items())),
+            "replacements_total": sum(reps.values()), "fields": dict(sorted(fields.items())),
+            "errors": dict(sorted((scanned.errors + errors).items())), "scanned": scanned.to_dict()}
 
 
 def merge_pii_stats(parts: list[dict]) -> dict:
@@ -179,37 +212,44 @@ def scrub_task(path: str, out_dir: str, cfg_json: str, name: str, progress: bool
     part = scrub_file(path, out_dir, cfg_json, progress=progress, name=name)
     Completion(out_dir, PiiConfig.model_validate_json(cfg_json).digest(), folder=MARKERS).mark(
         name, {"input": path, "input_file": before, "output_file": file_state(part["output"]), "stats": part})
+    failpoint(f"pii:marked:{name}")  # tests: killed once this file is marked (inline: the driver)
     return part
 
 
-def finished(done: Completion, path: str, name: str, dest: Path) -> dict | None:
+def finished(done: Completion, path: str, name: str, dest: str | Path) -> dict | None:
     """The recorded stats of OUT/curated/<name> when it was scrubbed under this config from `path` as
     that input is now, and is itself still as it was written; else None (scrub it)."""
     rec = done.get(name)
     if rec is None or rec.get("input") != path or rec.get("output_file") != file_state(str(dest)):
         return None
-    in_place = not is_url(path) and Path(path).resolve() == dest.resolve()  # the input is the output
+    if storage.is_remote(path) or storage.is_remote(dest):  # the input is the output: the same URL
+        in_place = path == str(dest)
+    else:
+        in_place = Path(storage.local(path)).resolve() == Path(storage.local(dest)).resolve()
     return rec.get("stats") if in_place or rec.get("input_file") == file_state(path) else None
 
 
-def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, progress: bool = True,
+def run(inputs: list[str], out_dir: str | Path, cfg: PiiConfig, workers: int = 1, progress: bool = True,
         ray: bool | None = None, overwrite: bool = False) -> dict:
     """Scrub every input into OUT/curated/; files finished before (markers) are not scrubbed again.
     ray: True runs the files on Ray, None on Ray only when one is running or RAY_ADDRESS is set."""
     import datetime as dt
 
+    from crawlmix.runtime import runstate
     from crawlmix.runtime.atomic import write_json
 
     t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(out_dir)
     cfg_json = cfg.model_dump_json()
     scrub = Scrubber(cfg)  # fail early (and say what NER does) before any work
+    runstate.begin(out_dir, {"stage": "pii", "crawlmix_version": __version__, "config_hash": cfg.digest(),
+                             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     done = Completion(out_dir, cfg.digest(), folder=MARKERS)
     if overwrite:
         done.clear()
     parts, todo = [], []
     for p, n in zip(inputs, out_names(inputs)):
-        rec = finished(done, p, n, out_dir / "curated" / n)
+        rec = finished(done, p, n, storage.join(out_dir, "curated", n))
         if rec is not None:
             parts.append(rec)
         else:
@@ -223,9 +263,15 @@ def run(inputs: list[str], out_dir: Path, cfg: PiiConfig, workers: int = 1, prog
              "inputs": len(inputs), "workers": workers, "backend": ex.backend, "scrubbed": len(todo),
              "resumed": len(inputs) - len(todo), "wall_s": round(time.perf_counter() - t0, 2),
              **scrub.describe(), "pii": merge_pii_stats(parts), "files": sorted(parts, key=lambda x: x["input"])}
-    write_json(out_dir / "stats.json", stats)
-    write_json(out_dir / "config.json", {"pii": cfg.model_dump(mode="json")})
-    return stats
+    write_json(storage.join(out_dir, "config.json"), {"pii": cfg.model_dump(mode="json")})
+    return runstate.finish(out_dir, stats)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Is ``path`` inside ``folder`` (scrubbing a folder in place: its own state is this run's)?"""
+    if storage.is_remote(path) or storage.is_remote(folder):
+        return str(path).startswith(str(folder).rstrip("/") + "/")
+    return Path(storage.local(folder)).resolve() in Path(storage.local(path)).resolve().parents
 
 
 def summary(stats: dict) -> str:
@@ -243,6 +289,7 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
+@exit_on_output_error
 def main(argv=None) -> int:
     import argparse
 
@@ -255,7 +302,7 @@ def main(argv=None) -> int:
                                         "marker per file in OUTPUT/_tasks/pii/ (a rerun skips finished files).")
     ap.add_argument("--input", action="append", required=True, metavar="PARQUET_GLOB",
                     help="curated Parquet file(s) with a `text` column; repeatable")
-    ap.add_argument("--output", required=True, metavar="DIR")
+    ap.add_argument("--output", required=True, metavar="DIR", help="a folder or a URL (s3://bucket/prefix)")
     ap.add_argument("--config", metavar="YAML", help="pii config, or a job YAML with a `pii:` section")
     ap.add_argument("--workers", type=int, default=1,
                     help="files at a time, one presidio engine each (default 1); with --ray, the CPUs of a local Ray")
@@ -269,11 +316,12 @@ def main(argv=None) -> int:
     try:
         cfg = load_pii_config(a.config)
         inputs = resolve_inputs(a.input)
+        check_inputs([p for p in inputs if not _inside(p, a.output)], "pii input")
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        stats = run(inputs, Path(a.output), cfg, max(1, a.workers), progress=not a.no_progress,
+        stats = run(inputs, a.output, cfg, max(1, a.workers), progress=not a.no_progress,
                     ray=True if a.ray else None, overwrite=a.overwrite)
     except TaskError as e:  # every other file was scrubbed and marked: a rerun does only the failed ones
         print(f"error: {e}", file=sys.stderr)

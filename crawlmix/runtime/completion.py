@@ -3,14 +3,18 @@
 A task is done when ``<root>/_tasks/<name>.json`` exists and holds the current config hash. The marker
 is written atomically after every output of the task is published, so a crash between the two only
 makes the rerun redo that task; a marker from another config does not count.
+
+``root`` is a local folder or a URL (``s3://bucket/run``): markers are then objects, uploaded whole
+(crawlmix.runtime.atomic), and listed lazily (:meth:`Completion.names`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import TMP_SUFFIX, write_json
 
 MARKERS = "_tasks"
@@ -18,19 +22,20 @@ MARKERS = "_tasks"
 
 class Completion:
     def __init__(self, root: str | Path, config_hash: str, folder: str = MARKERS):
-        self.dir = Path(root) / folder
+        # a Path for a local root (as before), a str for a URL
+        self.dir = storage.join(root, folder) if storage.is_remote(root) else Path(storage.local(root)) / folder
         self.config_hash = config_hash
 
-    def path(self, name: str) -> Path:
-        return self.dir / f"{name}.json"
+    def path(self, name: str) -> Path | str:
+        return storage.join(self.dir, f"{name}.json") if isinstance(self.dir, str) else self.dir / f"{name}.json"
 
     def get(self, name: str) -> dict | None:
         """The marker's record when the task finished under this config, else None."""
         try:
-            record = json.loads(self.path(name).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            record = json.loads(storage.read_bytes(self.path(name)))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
-        return record if record.get("config_hash") == self.config_hash else None
+        return record if isinstance(record, dict) and record.get("config_hash") == self.config_hash else None
 
     def done(self, name: str) -> bool:
         return self.get(name) is not None
@@ -42,12 +47,18 @@ class Completion:
         return record
 
     def forget(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
+        storage.remove(self.path(name))
 
     def clear(self) -> None:
         """Forget every task (``--overwrite``)."""
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
+        storage.rmtree(self.dir)
+
+    def names(self) -> Iterator[str]:
+        """Names of the tasks with a marker (any config), sorted, listed lazily."""
+        for p in storage.ls(self.dir):
+            n = storage.name(p)
+            if n.endswith(".json") and not n.endswith(TMP_SUFFIX):
+                yield n[:-5]
 
     def finished(self) -> list[str]:
-        return sorted(p.name[:-5] for p in self.dir.glob("*.json") if not p.name.endswith(TMP_SUFFIX))
+        return list(self.names())

@@ -70,13 +70,37 @@ def init_ray(num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     address = os.environ.get("RAY_ADDRESS")
+    env_vars = _storage_env()
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env_vars} if env_vars else None)
     else:
         root = _package_root()
-        env = {"env_vars": {"PYTHONPATH": str(root)}} if (root / "pyproject.toml").exists() else None
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env=env)
+        if (root / "pyproject.toml").exists():
+            env_vars["PYTHONPATH"] = str(root)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": env_vars} if env_vars else None)
     return ray
+
+
+def _storage_env() -> dict:
+    """The driver's storage options (CRAWLMIX_STORAGE_OPTIONS, set by a job's ``storage_options:``) for
+    every task's process, on every node; not when a submitted job's runtime env sets them already."""
+    from crawlmix.runtime.storage import ENV_OPTIONS
+
+    value = os.environ.get(ENV_OPTIONS)
+    if not value or ENV_OPTIONS in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", ""):
+        return {}
+    return {ENV_OPTIONS: value}
+
+
+def node_id() -> str | None:
+    """The Ray node this process runs on (a task's worker, or a driver); None outside Ray."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def ray_running() -> bool:

@@ -79,3 +79,11 @@ def merge_stats(parts: list[dict], header: dict) -> dict:
         "files": files,
         "timings_s": {k: round(v, 3) for k, v in sorted(timings.items())},
     }
+
+
+def bad_input_lines(stats: dict, shown: int = 3) -> list[str]:
+    """A run summary's bad-input lines: how many, where they are listed, the first few."""
+    if not stats.get("error_count"):
+        return []
+    return [f"bad input: {stats['error_count']} (listed under 'errors' in stats.json), e.g."] + [
+        f"  {e['reason']}: {e['record']}: {e['message'][:120]}" for e in stats["errors"][:shown]]

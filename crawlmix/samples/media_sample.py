@@ -13,8 +13,14 @@ dot-free key, like img2dataset's output) unless noted:
 | multi-image.tar  | multi-image | .0.jpg .1.jpg [.2.jpg] .txt .json                | image sets, comparison question       |
 | video.tar        | video       | .0.jpg ... .7.jpg .txt .json (fps, frames)       | 8-frame clips of moving shapes        |
 | textbook.jsonl   | text        | one JSON object per line: id, url, text, language | short synthetic expository texts      |
+| interleaved.parquet | interleaved | one row per web document, OBELICS layout (below) | town-market articles with photos and charts |
 
-``MEDIA_MANIFEST.json`` lists the files, sample counts and sizes (about 2.7 MB in all, mostly tar headers and padding).
+interleaved.parquet: ``id, url, language: string; texts: list<string>; images: list<struct<url: string,
+bytes: binary, width: int32, height: int32>>`` (aligned: position k is a paragraph or an image, exactly one
+non-null) + provenance columns ``source, offset, crawlmix_version, config_hash``, as crawlmix's interleaved
+extraction writes them.
+
+``MEDIA_MANIFEST.json`` lists the files, sample counts and sizes (about 2.9 MB in all, mostly tar headers and padding).
 
     python pipelines/make_media_sample.py [--output sample/media] [--seed 0] [--scale 1]
 """
@@ -30,7 +36,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from crawlmix import __version__
 from crawlmix.io.tar import TarWriter
+from crawlmix.runtime.atomic import ParquetSink
 from crawlmix.runtime.resources import project_dir
 
 BASE_URL = "https://media.sample.crawlmix.invalid"
@@ -249,6 +257,47 @@ def textbook(rng: random.Random, i: int) -> dict:
             "license": "generated"}
 
 
+def web_document(rng: random.Random, i: int) -> dict:
+    """An interleaved web document: a headline paragraph, then paragraphs with photos and charts between."""
+    town, item = rng.choice(TOWNS), rng.choice(ITEMS)
+    texts: list = [f"Market day in {town}: the {item} trade. " + _sentence(rng)]
+    images: list = [None]
+    for k in range(rng.randint(1, 3)):
+        if rng.random() < 0.6:
+            w, h = 112, 84
+            img, cap = _scene(rng, w, h)
+            data, ext = _encode(img, "jpg"), "jpg"
+        else:
+            members = chart(rng, i * 10 + k)
+            data, ext = members[0][1], "png"
+            cap = f"The chart above shows how much {item} {town} sold each year."
+            w, h = Image.open(io.BytesIO(data)).size
+        texts.append(None)
+        images.append({"url": f"{BASE_URL}/web/{i:05d}/{k}.{ext}", "bytes": data, "width": w, "height": h})
+        texts.append(" ".join([cap] + [_sentence(rng) for _ in range(rng.randint(1, 3))]))
+        images.append(None)
+    return {"id": f"web-{i:05d}", "url": f"{BASE_URL}/web/{i:05d}.html", "language": "en", "texts": texts,
+            "images": images, "source": "sample-interleaved.warc.gz", "offset": 4096 * i}
+
+
+def interleaved_schema():
+    """The OBELICS layout with crawlmix's provenance columns."""
+    import pyarrow as pa
+
+    image = pa.struct([("url", pa.string()), ("bytes", pa.binary()), ("width", pa.int32()), ("height", pa.int32())])
+    return pa.schema([("id", pa.string()), ("url", pa.string()), ("language", pa.string()),
+                      ("texts", pa.list_(pa.string())), ("images", pa.list_(image)), ("source", pa.string()),
+                      ("offset", pa.int64()), ("crawlmix_version", pa.string()), ("config_hash", pa.string())])
+
+
+def interleaved_table(docs: list[dict], config_hash: str):
+    """Documents (web_document's dicts) as one table in interleaved_schema()."""
+    import pyarrow as pa
+
+    rows = [dict(d, crawlmix_version=__version__, config_hash=config_hash) for d in docs]
+    return pa.Table.from_pylist(rows, schema=interleaved_schema())
+
+
 SOURCES = {  # file -> (maker, samples at scale 1)
     "charts.tar": (chart, 48),
     "tables.tar": (table, 48),
@@ -258,6 +307,7 @@ SOURCES = {  # file -> (maker, samples at scale 1)
     "video.tar": (video, 64),
 }
 TEXTBOOK_DOCS = 200
+WEB_DOCS = 48
 
 
 def write_media_sample(out_dir: str | Path, seed: int = 0, scale: float = 1.0) -> dict:
@@ -283,6 +333,14 @@ def write_media_sample(out_dir: str | Path, seed: int = 0, scale: float = 1.0) -
     tb = out / "textbook.jsonl"
     tb.write_text("".join(json.dumps(textbook(rng, i), ensure_ascii=False, sort_keys=True) + "\n" for i in range(n)))
     manifest["files"]["textbook.jsonl"] = {"samples": n, "bytes": tb.stat().st_size}
+    rng = random.Random(f"{seed}:interleaved")
+    n = max(1, int(round(WEB_DOCS * scale)))
+    il = out / "interleaved.parquet"
+    sink = ParquetSink(il, interleaved_schema(), rows_per_group=64)  # streamed: memory stays flat at any scale
+    for i in range(n):
+        sink.add(dict(web_document(rng, i), crawlmix_version=__version__, config_hash=f"media-sample-{seed}"))
+    sink.close()
+    manifest["files"]["interleaved.parquet"] = {"samples": n, "bytes": il.stat().st_size}
     (out / "MEDIA_MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

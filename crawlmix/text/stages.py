@@ -15,7 +15,8 @@ from typing import Protocol
 from crawlmix.io.warc import Page
 from crawlmix.text import langid
 from crawlmix.text.config import TextJob
-from crawlmix.text.extract import main_text, parse_html, probe_text, probe_window
+from crawlmix.text.extract import (ExtractTimeout, PageBoundError, bounded_text, over_bounds, parse_html,
+                                   probe_text, probe_window, time_limit)
 from crawlmix.text.quality import Quality
 from crawlmix.text.url_filter import url_filter_for
 
@@ -33,6 +34,7 @@ class Doc:
     lang: str = "unknown"
     score: float = 0.0
     probe: str = ""  # visible text of the probe's window (the language probe reads its start)
+    bound: tuple[str, str] | None = None  # (reason, detail): the probe found the page over a bound
     signals: dict | None = None  # set by the quality stage
     out_text: str = ""  # the text as written (C4's line filter may rewrite it)
 
@@ -97,7 +99,8 @@ class UrlFilterStage:
 
 class LanguageProbe:
     """Visible text of the start of each page's body (probe_window); pages that cannot reach the job's
-    languages, even with the margin, stop here."""
+    languages, even with the margin, stop here. A window over the page bounds (extract.max_depth, ...)
+    is not probed: the page goes on to the extraction stage, which drops it with that reason."""
 
     name = "langid_prefilter"
 
@@ -111,11 +114,17 @@ class LanguageProbe:
             d.probe = d.page.text
             if d.probe is None:
                 try:
-                    window = probe_window(d.html, x.prefilter_html_chars)
-                    dom = parse_html(window)
-                    d.probe = probe_text(dom)
-                    if window is d.html:  # the whole page: the extraction reuses its DOM
-                        d.dom = dom
+                    with time_limit(x.timeout_s, "language probe"):
+                        window = probe_window(d.html, x.prefilter_html_chars)
+                        dom = parse_html(window)
+                        d.bound = over_bounds(dom, x.max_depth, x.max_elements)  # the window's: the page's too
+                        if d.bound and window is not d.html:
+                            d.bound = (d.bound[0], f"{d.bound[1]} in the probe's window of {len(window)} characters")
+                        d.probe = "" if d.bound else probe_text(dom)
+                        if window is d.html and not d.bound:  # the whole page: the extraction reuses its DOM
+                            d.dom = dom
+                except ExtractTimeout as e:
+                    d.dom, d.probe, d.bound = None, "", ("extract_timeout", str(e))
                 except Exception as e:  # noqa: BLE001 - a page must never stop the file
                     d.dom, d.probe = None, ""
                     report("extract", "extract_error", d.ref, f"resiliparse: {type(e).__name__}: {e}")
@@ -146,15 +155,20 @@ class Extract:
     def _one(self, d: Doc) -> Drop | None:
         x = self.x
         try:
+            if d.bound is not None:
+                raise PageBoundError(*d.bound)
             if d.page.text is not None:
                 d.text, d.extractor = d.page.text, "wet"
             else:
-                d.text, d.extractor = main_text(d.html, x.engine, self.skip, x.fallback_below_chars, d.dom)
+                d.text, d.extractor = bounded_text(d.html, x.engine, self.skip, x.fallback_below_chars, d.dom,
+                                                   x.max_depth, x.max_elements, x.timeout_s)
+        except PageBoundError as e:  # too_deep, too_many_elements, extract_timeout: bad input, named
+            return Drop(e.reason, e.detail[:500], error=True, message=e.detail)
         except Exception as e:  # noqa: BLE001
             msg = f"{type(e).__name__}: {e}"
             return Drop("extract_error", msg[:500], error=True, message=msg)
         finally:
-            d.dom = d.html = None
+            d.dom = d.html = d.bound = None
         return None if d.text.strip() else Drop("empty_text")
 
 

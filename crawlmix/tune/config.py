@@ -8,11 +8,12 @@ regression model and the confirmation seeds. See docs/tune.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from crawlmix.mix.config import MixtureConfig, StageConfig, check_name, load_mixture
+from crawlmix.mix.config import MixtureConfig, StageConfig, check_name, load_mixture, read_yaml_url
+from crawlmix.runtime import storage
 from crawlmix.runtime.config import ConfigError, read_yaml_mapping, validate
 from crawlmix.runtime.config import StrictModel as Strict
 from crawlmix.runtime.resources import resolve_config
@@ -116,6 +117,8 @@ class ConfirmConfig(Strict):
 
 
 class SweepConfig(Strict):
+    digest_exclude: ClassVar[Any] = {"storage_options"}  # where the bytes are, not what is done
+
     name: str
     base: str  # the base mixture, e.g. mixtures/text-pretrain.yaml
     stage: str
@@ -126,6 +129,9 @@ class SweepConfig(Strict):
     eval: EvalConfig
     regression: RegressionConfig = RegressionConfig()
     confirm: ConfirmConfig = ConfirmConfig()
+    # fsspec options for URL paths (the output, eval targets, the base mixture's sources), flat or per
+    # protocol; None: the base mixture's storage_options, else the environment (docs/storage.md)
+    storage_options: dict | None = None
 
     _name = field_validator("name")(check_name)
 
@@ -157,14 +163,28 @@ def parse_sweep(raw, where: str = "sweep") -> SweepConfig:
 
 
 def load_sweep(path: str | Path, count: int | None = None) -> tuple[SweepConfig, MixtureConfig, StageConfig]:
-    """The sweep, its base mixture and stage, checked together; ``count`` overrides candidates.count."""
-    path = resolve_config(path)
-    raw = read_yaml_mapping(path, "sweep")
+    """The sweep, its base mixture and stage, checked together; ``count`` overrides candidates.count. The
+    sweep and its base may be URLs (the base is read with the sweep's storage_options)."""
+    remote = storage.is_url(path) and storage.is_remote(path)
+    path = str(path) if remote else resolve_config(storage.local(path))
+    raw = read_yaml_url(path, "sweep") if remote else read_yaml_mapping(path, "sweep")
     if count is not None and isinstance(raw.get("candidates", {}), dict):
         raw = {**raw, "candidates": {**(raw.get("candidates") or {}), "count": count}}
     sweep = parse_sweep(raw, str(path))
+    if sweep.storage_options:
+        storage.configure(sweep.storage_options)
+    mix = load_mixture(base_path(sweep, path))
+    return sweep, mix, check_against(sweep, mix, str(path))
+
+
+def base_path(sweep: SweepConfig, path: str | Path) -> str | Path:
+    """Where the sweep's base mixture is: a URL as it is; a path as the user wrote it (resolve_config), else
+    beside the sweep's mixtures/ folder (a sweep outside the checkout, or behind a URL)."""
+    if storage.is_remote(sweep.base):
+        return sweep.base
     base = resolve_config(sweep.base)
     if not base.exists() and not Path(sweep.base).is_absolute():
-        base = path.parent.parent / sweep.base  # a sweep beside its mixtures/, outside the checkout
-    mix = load_mixture(base)
-    return sweep, mix, check_against(sweep, mix, str(path))
+        if storage.is_remote(path):
+            return storage.join(storage.parent(storage.parent(path)), sweep.base)
+        base = Path(path).parent.parent / sweep.base  # a sweep beside its mixtures/, outside the checkout
+    return base

@@ -24,14 +24,17 @@ import numpy as np
 
 from crawlmix.io.paths import file_digest
 from crawlmix.mix.config import parse_mixture
+from crawlmix.mix.fetch import location
 from crawlmix.mix.plan import prepare
 from crawlmix.mix.sources import MixError
+from crawlmix.runtime import storage
+from crawlmix.runtime.atomic import exit_on_output_error
 from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.config import ConfigError
 from crawlmix.runtime.executor import Executor, Resources
 from crawlmix.runtime.resources import resolve_config
 from crawlmix.tune import candidates as cand
-from crawlmix.tune.config import load_sweep
+from crawlmix.tune.config import base_path, load_sweep
 from crawlmix.tune.fit import Law, heldout, propose
 from crawlmix.tune.proxy import proxy_task
 from crawlmix.tune.report import write_all
@@ -92,13 +95,20 @@ def run_batch(runs: list[dict], ctx: dict, ex: Executor, done: Completion, res: 
     return failures
 
 
-def tune(sweep_path, out: Path, root: Path = Path("."), workers: int = 1, use_ray: bool = False,
+def tune(sweep_path, out: Path | str, root: Path | str = Path("."), workers: int = 1, use_ray: bool = False,
          progress: bool = True, dry_run: bool = False, count: int | None = None) -> dict:
+    """Run the sweep; ``out``, ``root``, the eval targets and the sources may be local or URLs (s3://...),
+    reached with the sweep's storage_options (else the base mixture's, else the environment)."""
+    storage.configure(None)
     sweep, mix, stage = load_sweep(sweep_path, count)
-    base_path = resolve_config(sweep.base)
-    root = Path(root)
+    remote = storage.is_remote(sweep_path)
+    base = base_path(sweep, sweep_path if remote else resolve_config(storage.local(sweep_path)))
+    options = sweep.storage_options or mix.storage_options
+    storage.configure(options)
+    out, root = location(out), location(root)
     targets, overrides = resolve_targets(sweep, stage, root, progress)
     base_raw = mix.model_dump(mode="json")
+    base_raw["storage_options"] = options  # every proxy mix (in every worker) reaches the store with them
     stats = source_stats(base_raw, stage.name, root, overrides, progress)
     space = cand.build_space(sweep, mix, stage, stats)
     cand.check_feasible(space)
@@ -116,8 +126,8 @@ def tune(sweep_path, out: Path, root: Path = Path("."), workers: int = 1, use_ra
     run_hash = _sha([mix.digest(), stage.name, sweep.proxy.model_dump(mode="json", exclude={"max_failures"}),
                      {k: file_digest(p) for k, p in targets.items()}, overrides, stats])
     sweep_hash = _sha([sweep.digest(), mix.digest(), run_hash])
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = {"output": str(out.resolve()), "base_raw": base_raw, "stage": stage.name, "root": str(root.resolve()),
+    storage.makedirs(out)
+    ctx = {"output": _abs(out), "base_raw": base_raw, "stage": stage.name, "root": _abs(root),
            "budget_tokens": sweep.proxy.budget.tokens, "overrides": overrides, "trainer": sweep.proxy.trainer,
            "command": sweep.proxy.command, "timeout_s": sweep.proxy.timeout_s, "order": sweep.proxy.order,
            "targets": targets, "text_fields": {t.name: t.text_field for t in sweep.eval.targets}}
@@ -159,9 +169,13 @@ def tune(sweep_path, out: Path, root: Path = Path("."), workers: int = 1, use_ra
     runs += confirm
     for r in runs:
         r["predicted"] = predict(r["weights"])
-    report = write_all(out, sweep, sweep_hash, space, tnames, runs, held, tuned, predict(tuned), text_only,
-                       base_path)
+    report = write_all(out, sweep, sweep_hash, space, tnames, runs, held, tuned, predict(tuned), text_only, base)
     return report
+
+
+def _abs(p: Path | str) -> str:
+    """A location that holds in another process: an absolute path, or the URL."""
+    return p if isinstance(p, str) else str(p.resolve())
 
 
 def summary(rep: dict) -> str:
@@ -186,10 +200,13 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="tune_mix.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See docs/tune.md for the sweep YAML reference.")
-    ap.add_argument("--sweep", required=True, metavar="YAML", help="sweep file (e.g. mixtures/text-pretrain.sweep.yaml)")
-    ap.add_argument("--output", required=True, metavar="DIR", help="output folder (tuned.yaml, candidates.csv, ...)")
+    ap.add_argument("--sweep", required=True, metavar="YAML",
+                    help="sweep file or URL (e.g. mixtures/text-pretrain.sweep.yaml)")
+    ap.add_argument("--output", required=True, metavar="DIR",
+                    help="output folder or URL (s3://bucket/prefix; tuned.yaml, candidates.csv, ...)")
     ap.add_argument("--root", default=".", metavar="DIR",
-                    help="relative source and eval paths resolve against this folder (default: the current directory)")
+                    help="relative source and eval paths resolve against this folder or URL (default: the current "
+                         "directory)")
     ap.add_argument("--workers", type=int, default=1, help="proxy runs side by side (processes, or Ray workers)")
     ap.add_argument("--ray", action="store_true", help="one Ray task per proxy run (a local Ray or RAY_ADDRESS)")
     ap.add_argument("--count", type=int, default=None, metavar="K", help="override candidates.count")
@@ -198,10 +215,11 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+@exit_on_output_error
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
-        rep = tune(a.sweep, Path(a.output), Path(a.root), workers=max(1, a.workers), use_ray=a.ray,
+        rep = tune(a.sweep, a.output, a.root, workers=max(1, a.workers), use_ray=a.ray,
                    progress=not a.no_progress, dry_run=a.dry_run, count=a.count)
     except (ConfigError, MixError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,14 +8,19 @@ trainer gets the shards, the targets and an output folder and writes OUT/metrics
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
+import shutil
 import subprocess
 import tarfile
+import uuid
 from pathlib import Path
 
 from crawlmix.mix.config import parse_mixture
+from crawlmix.mix.fetch import local_copy, location, relative
 from crawlmix.mix.job import run as mix_run
+from crawlmix.runtime import storage
 from crawlmix.tune.ngram import ByteNGram, join
 
 PROXY_SHARD_SAMPLES = 100_000  # one shard per proxy mix where the samples allow
@@ -43,21 +48,21 @@ def candidate_mixture(base_raw: dict, stage: str, weights: dict[str, float], see
     return parse_mixture(raw, where=f"proxy mixture ({stage})")
 
 
-def build_mix(base_raw: dict, stage: str, weights: dict, seed: int, budget_tokens: int, out: Path, root: Path,
-              overrides: dict | None = None) -> list[Path]:
-    """Write the candidate's shards under out/<stage>/; their paths, in order."""
+def build_mix(base_raw: dict, stage: str, weights: dict, seed: int, budget_tokens: int, out: Path | str,
+              root: Path | str, overrides: dict | None = None) -> list[Path] | list[str]:
+    """Write the candidate's shards under out/<stage>/ (a folder or a URL); their paths (URLs), in order."""
     mix = candidate_mixture(base_raw, stage, weights, seed, budget_tokens, overrides)
     res = mix_run(mix, out, root, stages=[stage], overwrite=True, progress=False, threads=1)
-    d = Path(res[0]["out"])
-    idx = json.loads((d / "shardindex.json").read_text())
-    return [d / s["url"] for s in idx["shardlist"]]
+    d = location(res[0]["out"])
+    idx = json.loads(storage.read_bytes(storage.join(d, "shardindex.json")))
+    return [storage.join(d, s["url"]) if isinstance(d, str) else d / s["url"] for s in idx["shardlist"]]
 
 
-def shard_texts(shards: list[Path]) -> list[str]:
-    """The .txt members of the shards, in shard and member order."""
+def shard_texts(shards: list[Path] | list[str]) -> list[str]:
+    """The .txt members of the shards (local paths or URLs), in shard and member order."""
     out = []
     for p in shards:
-        with tarfile.open(p) as tf:
+        with storage.open(p, "rb") as f, tarfile.open(fileobj=f) as tf:
             for m in tf:
                 if m.isfile() and m.name.endswith(".txt"):
                     out.append(tf.extractfile(m).read().decode("utf-8", "replace"))
@@ -65,19 +70,20 @@ def shard_texts(shards: list[Path]) -> list[str]:
 
 
 def read_target(path: str | Path, text_field: str = "text") -> list[str]:
-    """Texts of an eval target: JSONL (a ``text_field`` per line) or Parquet (a ``text_field`` column)."""
-    p = Path(path)
-    if not p.exists():
+    """Texts of an eval target (a local path or a URL): JSONL (a ``text_field`` per line) or Parquet (a
+    ``text_field`` column)."""
+    p = location(path)
+    if not storage.exists(p):
         raise RunFailed(f"eval target {p} does not exist")
-    if p.suffix == ".parquet":
+    if str(p).endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        t = pq.read_table(p)
+        t = pq.read_table(p if isinstance(p, Path) else local_copy(p))
         if text_field not in t.column_names:
             raise RunFailed(f"eval target {p} has no column {text_field!r}")
         return [x for x in t.column(text_field).to_pylist() if isinstance(x, str)]
     texts = []
-    with open(p, encoding="utf-8") as f:
+    with io.TextIOWrapper(storage.open(p, "rb"), encoding="utf-8") as f:
         for ln, line in enumerate(f, 1):
             if line.strip():
                 obj = json.loads(line)
@@ -132,17 +138,44 @@ def command_losses(template: str, shards: list[Path], targets: dict[str, str], o
 
 
 def proxy_task(run: dict, ctx: dict) -> dict:
-    """One run: {id, weights, seed} -> {losses, texts, shards}; ctx is the sweep's shared context."""
-    out = Path(ctx["output"]) / "runs" / run["id"]
-    out.mkdir(parents=True, exist_ok=True)
+    """One run: {id, weights, seed} -> {losses, texts, shards}; ctx is the sweep's shared context. The output
+    may be a URL: the run's mix is written there, and a command trainer gets local copies (see remote_command)."""
+    storage.configure(ctx["base_raw"].get("storage_options"))  # this worker reaches the store like the driver
+    out = location(storage.join(ctx["output"], "runs", run["id"]))
+    storage.makedirs(out)
     shards = build_mix(ctx["base_raw"], ctx["stage"], run["weights"], run["seed"], ctx["budget_tokens"],
-                       out / "mix", Path(ctx["root"]), ctx.get("overrides"))
+                       storage.join(out, "mix"), location(ctx["root"]), ctx.get("overrides"))
     if ctx["trainer"] == "builtin:ngram":
         texts = shard_texts(shards)
         targets = {k: join(read_target(p, ctx["text_fields"][k])) for k, p in ctx["targets"].items()}
         losses = ngram_losses(texts, targets, ctx["order"])
         n = len(texts)
     else:
-        losses = command_losses(ctx["command"], shards, ctx["targets"], out, run["seed"], ctx["timeout_s"])
+        targets = {k: local_copy(p) for k, p in ctx["targets"].items()}  # a remote target: its local copy
+        if isinstance(out, str):
+            losses = remote_command(ctx, shards, targets, out, run)
+        else:
+            losses = command_losses(ctx["command"], shards, targets, out, run["seed"], ctx["timeout_s"])
         n = None
-    return {"losses": losses, "text_samples": n, "shards": [str(p.relative_to(ctx["output"])) for p in shards]}
+    return {"losses": losses, "text_samples": n, "shards": [relative(str(p), ctx["output"]) for p in shards]}
+
+
+def remote_command(ctx: dict, shards: list[str], targets: dict[str, str], out: str, run: dict) -> dict[str, float]:
+    """A command trainer for a run whose folder is a URL: the trainer gets local files, as always (the shards
+    downloaded into this node's scratch, OUT a scratch folder); its metrics.json and trainer.log are then
+    uploaded to the run's folder and the scratch copies removed."""
+    work = storage.local_scratch("tune-runs", f"{run['id']}-{uuid.uuid4().hex[:8]}")
+    try:
+        local = []
+        for url in shards:
+            dest = work / "mix" / storage.name(storage.parent(url)) / storage.name(url)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            local.append(storage.download(url, dest))
+        try:
+            return command_losses(ctx["command"], local, targets, work, run["seed"], ctx["timeout_s"])
+        finally:
+            for name in ("metrics.json", "trainer.log"):
+                if (work / name).is_file():
+                    storage.upload(work / name, storage.join(out, name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

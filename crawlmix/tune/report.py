@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from crawlmix.mix.config import parse_mixture
+from crawlmix.mix.config import parse_mixture, read_yaml_url
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import write_json, write_text
 from crawlmix.runtime.config import read_yaml_mapping
 from crawlmix.tune.candidates import uniform
@@ -26,7 +27,7 @@ def _stats(runs: list[dict], kind: str, targets: list[str]) -> dict:
     return out
 
 
-def write_csv(path: Path, runs: list[dict], sources: list[str], targets: list[str]) -> None:
+def write_csv(path: Path | str, runs: list[dict], sources: list[str], targets: list[str]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "kind", "seed", *sources, *[f"loss_{t}" for t in targets], "status"])
@@ -54,9 +55,10 @@ def build_report(sweep, sweep_hash: str, space, targets: list[str], runs: list[d
     }
 
 
-def write_tuned(path: Path, base_path: Path, stage: str, report: dict) -> dict:
+def write_tuned(path: Path | str, base_path: Path | str, stage: str, report: dict) -> dict:
     """The base mixture with the stage's tuned weights and a ``tuning:`` block; checked by the mixer's loader."""
-    raw = read_yaml_mapping(base_path, "mixture")
+    read = read_yaml_url if storage.is_remote(base_path) else read_yaml_mapping
+    raw = read(base_path, "mixture")
     tuned = report["tuned"]["weights"]
     for st in raw["stages"]:
         if st["name"] == stage:
@@ -77,10 +79,10 @@ def write_tuned(path: Path, base_path: Path, stage: str, report: dict) -> dict:
     return raw
 
 
-def write_all(out: Path, sweep, sweep_hash, space, targets, runs, heldout, tuned, predicted, text_only,
-              base_path: Path) -> dict:
+def write_all(out: Path | str, sweep, sweep_hash, space, targets, runs, heldout, tuned, predicted, text_only,
+              base_path: Path | str) -> dict:
     report = build_report(sweep, sweep_hash, space, targets, runs, heldout, tuned, predicted, text_only)
-    write_csv(out / "candidates.csv", runs, space.sources, targets)
-    write_tuned(out / "tuned.yaml", base_path, sweep.stage, report)
-    write_json(out / "report.json", json.loads(json.dumps(report)))
+    write_csv(storage.join(out, "candidates.csv"), runs, space.sources, targets)  # out: a folder or a URL
+    write_tuned(storage.join(out, "tuned.yaml"), base_path, sweep.stage, report)
+    write_json(storage.join(out, "report.json"), json.loads(json.dumps(report)))
     return report

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from crawlmix.mix.config import StageConfig
 from crawlmix.mix.sources import MixError, resolve_source
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import write_text
 from crawlmix.runtime.config import ConfigError
 
 
 def _rows(files: list[str], fmt: str, text_field: str, languages) -> list[dict]:
+    """The (text, language) rows of local files (a remote source's files: their copies, Source.local_path)."""
     rows = []
     for f in files:
         if fmt == "parquet":
@@ -36,22 +38,23 @@ def _rows(files: list[str], fmt: str, text_field: str, languages) -> list[dict]:
     return [r for r in rows if isinstance(r["text"], str) and (not languages or r["language"] in languages)]
 
 
-def train_path(path: Path) -> Path:
-    return path.with_name(path.name[:-len(".jsonl")] + ".train.jsonl" if path.name.endswith(".jsonl")
-                          else path.name + ".train.jsonl")
+def train_path(path: Path | str) -> Path | str:
+    """Beside the target: NAME.train.jsonl (a Path for a path, a URL for a URL)."""
+    s = str(path)
+    t = s[:-len(".jsonl")] + ".train.jsonl" if s.endswith(".jsonl") else s + ".train.jsonl"
+    return t if storage.is_remote(s) else Path(t)
 
 
 def resolve_targets(sweep, stage: StageConfig, root: Path, progress: bool = False) -> tuple[dict, dict]:
     """({target: absolute path}, {source: config overrides for the proxy mixes}); writes held-out slices."""
     paths, overrides = {}, {}
     for t in sweep.eval.targets:
-        p = Path(t.path).expanduser()
-        p = p if p.is_absolute() else root / p
+        p = _target(t.path, root)
         if t.holdout is not None:
             src_name, every = t.holdout.get("source"), int(t.holdout.get("every", 5))
             cfg = next(s for s in stage.sources if s.name == src_name)
             tp = train_path(p)
-            if not (p.exists() and tp.exists()):
+            if not (storage.exists(p) and storage.exists(tp)):
                 try:
                     src = resolve_source(cfg, root, progress)
                 except MixError as e:
@@ -59,7 +62,8 @@ def resolve_targets(sweep, stage: StageConfig, root: Path, progress: bool = Fals
                 if src.fmt not in ("parquet", "jsonl"):
                     raise ConfigError(f"eval.targets.{t.name}.holdout: source {src_name!r} is {src.fmt}; a held-out "
                                       f"slice needs a text source (Parquet or JSONL)")
-                rows = _rows(src.files, src.fmt, cfg.text_field, cfg.languages)
+                rows = _rows([src.local_path(i) for i in range(len(src.files))], src.fmt, cfg.text_field,
+                             cfg.languages)
                 held = [r for i, r in enumerate(rows) if i % every == 0]
                 rest = [r for i, r in enumerate(rows) if i % every != 0]
                 if not held or not rest:
@@ -70,7 +74,17 @@ def resolve_targets(sweep, stage: StageConfig, root: Path, progress: bool = Fals
                 write_text(p, dump(held))
             overrides[src_name] = {"path": str(tp), "format": "jsonl", "text_field": "text", "bundled": None,
                                    "max_samples": None}
-        elif not p.exists():
+        elif not storage.exists(p):
             raise ConfigError(f"eval.targets.{t.name}.path: {t.path!r} does not exist (looked in {p})")
         paths[t.name] = str(p)
     return paths, overrides
+
+
+def _target(path: str, root: Path | str) -> Path | str:
+    """An eval path: a URL as it is, an absolute path as it is, a relative one under --root (a folder or a URL)."""
+    if storage.is_remote(path):
+        return path
+    p = Path(storage.local(path)).expanduser()
+    if p.is_absolute():
+        return p
+    return storage.join(root, str(p)) if storage.is_remote(root) else Path(root) / p

@@ -8,6 +8,7 @@ job agent.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -102,3 +103,21 @@ def test_ray_job_submit(ray_head, sample_dir, tmp_path):
     assert "SUCCEEDED" in job.stdout and "kept languages" in job.stdout
     stats = json.loads((out / "stats.json").read_text())
     assert stats["docs_out"] > 10 and stats["failed_tasks"] == []
+
+
+def test_nothing_stops_every_ray_on_the_machine():
+    """No code, test, bench script or make target runs Ray's machine-wide stop or a kill-by-process-name command:
+    they end every matching process on the machine (a user's Ray included). Tests stop only the PIDs they started."""
+    words = [r"ray[\"',\s]+" + "stop", "p" + "kill", "kill" + "all"]  # split: this file must not match itself
+    pattern = re.compile("|".join(rf"\b{w}\b" for w in words))
+    found = []
+    for folder in ("crawlmix", "pipelines", "tests", "bench", ".ci", "jobs"):
+        for p in (ROOT / folder).rglob("*"):
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix in ("", ".py", ".sh", ".yaml", ".toml"):
+                found += [f"{p.relative_to(ROOT)}:{i}" for i, line in
+                          enumerate(p.read_text(errors="replace").splitlines(), 1) if pattern.search(line)]
+    for name in ("Makefile", "pyproject.toml"):
+        if (ROOT / name).exists():
+            found += [f"{name}:{i}" for i, line in enumerate((ROOT / name).read_text().splitlines(), 1)
+                      if pattern.search(line)]
+    assert not found, f"machine-wide process stops: {found}"

@@ -253,3 +253,54 @@ def test_ten_mb_document_memory_is_bounded():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert sig is not None and peak < 32e6
+
+
+def test_inputs_and_output_as_urls_give_the_local_files(tmp_path, monkeypatch):
+    """run_dedup with its inputs and output folder behind an fsspec URL (memory://, as s3:// in a cluster):
+    every intermediate lives under the output URL, the local disk is not written outside the node's
+    scratch, and the curated / removed files are the local run's, byte for byte."""
+    import os
+
+    from crawlmix.runtime import storage
+
+    a, b = article(11), article(12)
+    f1 = write(tmp_path / "one.parquet", [("a", a), ("b", b), ("a2", edit(a, 2, 3))])
+    f2 = write(tmp_path / "two.parquet", [("b2", b, "2024-01-01"), ("c", article(13))])
+    base = "memory://dedup-url-test"
+    storage.rmtree(base)
+    urls = []
+    for f in (f1, f2):
+        storage.upload(f, storage.join(base, "in", os.path.basename(f)))
+        urls.append(storage.join(base, "in", os.path.basename(f)))
+    local = run_dedup([f1, f2], tmp_path / "local", DedupConfig(), INLINE)
+    monkeypatch.setenv("CRAWLMIX_SCRATCH", str(tmp_path / "scratch"))
+    remote = run_dedup(urls, storage.join(base, "out"), DedupConfig(), INLINE)
+    assert remote == {**local, "per_file": remote["per_file"]} and remote["per_file"] == local["per_file"]
+    assert remote["dropped"] == {"exact": 1, "minhash": 1}
+    for folder in ("curated", "removed"):
+        here = sorted(p.name for p in (tmp_path / "local" / folder).glob("*.parquet"))
+        there = sorted(storage.name(p) for p in storage.iglob(storage.join(base, "out", folder, "*.parquet")))
+        assert here == there and len(here) == 2
+        for n in here:
+            assert storage.read_bytes(storage.join(base, "out", folder, n)) == (tmp_path / "local" / folder / n).read_bytes()
+    assert list(storage.iglob(storage.join(base, "out", "_dedup", "sig", "*.parquet")))
+    assert list(storage.iglob(storage.join(base, "out", "_dedup", "edges", "*.npy")))
+    assert not [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()]  # downloads and uploads cleaned up
+    rerun = run_dedup(urls, storage.join(base, "out"), DedupConfig(), INLINE)  # signatures resumed from markers
+    assert rerun["in"] == remote["in"] and rerun["out"] == remote["out"]
+
+    # the entry point: a run folder URL as input (its curated/), refused until that run has finished
+    from crawlmix.dedup.job import main
+    from crawlmix.runtime import runstate
+
+    run = storage.join(base, "run")
+    for f in (f1, f2):
+        storage.upload(f, storage.join(run, "curated", os.path.basename(f)))
+    runstate.begin(run, {"job": "t"})
+    argv = ["--input", run, "--output", storage.join(base, "again"), "--workers", "1", "--no-progress"]
+    assert main(argv) == 2  # still 'running'
+    runstate.finish(run, {"job": "t"})
+    assert main(argv) == 0
+    assert runstate.read_state(storage.join(base, "again"))[0] == "finished"
+    assert storage.read_json(storage.join(base, "again", "stats.json"))["dedup"]["out"] == local["out"]
+    storage.rmtree(base)

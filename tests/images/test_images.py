@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import ROOT, shared
+from tests.conftest import ROOT, shared
 
 sys.path.insert(0, str(ROOT))
 
@@ -620,6 +620,37 @@ def test_only_pages_kept_by_the_text_run(tmp_path, server):
     stats = run([str(warc)], tmp_path / "out", _e2e_job(server, pages={"kept_from": str(crawl)}), INLINE)
     assert stats["pages"]["not_kept"] == 1 and stats["candidates"] == 1
     assert [r["url"] for r in _rows(tmp_path / "out")] == [u("/img/other.jpg")]
+
+
+def test_kept_from_missing_or_changed_curated_file(tmp_path, server):
+    """A missing curated file fails the task (no marker, run incomplete) instead of passing for "no pages";
+    once it exists the task runs; when it changes (other pages kept) the task is staged again."""
+    import pyarrow as pa
+
+    from crawlmix.images.task import task_digest
+    from crawlmix.io.paths import task_name
+    from crawlmix.io.warc import iter_pages
+    from crawlmix.runtime.completion import Completion
+
+    u = server.url
+    pages = [(f"http://example.test/m{i}", f'<html><body><img src="{u("/img/" + n)}" alt="{CAP}"></body></html>')
+             for i, n in enumerate(("good.jpg", "other.jpg"))]
+    warc = tmp_path / "m.warc.gz"
+    _write_warc(warc, pages)
+    ids = [p.id for p in iter_pages(str(warc), lambda *a, **k: None)]
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    job = _e2e_job(server, pages={"kept_from": str(crawl)})
+    stats = run([str(warc)], out, job, INLINE)
+    assert stats["status"] == "incomplete" and stats["failed_tasks"] == [str(warc)] and stats["candidates"] == 0
+    assert not Completion(out, task_digest(job, None)).done(task_name(str(warc)))
+    (crawl / "curated").mkdir(parents=True)
+    curated = crawl / "curated" / f"{task_name(str(warc))}.parquet"
+    pq.write_table(pa.table({"id": ids[:1]}), curated)
+    stats = run([str(warc)], out, job, INLINE)
+    assert stats["status"] == "finished" and [r["url"] for r in _rows(out)] == [u("/img/good.jpg")]
+    pq.write_table(pa.table({"id": ids[1:]}), curated)  # the text run kept the other page this time
+    stats = run([str(warc)], out, job, INLINE)
+    assert [r["url"] for r in _rows(out)] == [u("/img/other.jpg")] and stats["phase_s"]["images"] > 0
 
 
 def test_bad_warc_input_is_counted(tmp_path, server):

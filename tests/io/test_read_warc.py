@@ -111,3 +111,86 @@ def test_arc_file(sample_dir):
     pages, skipped = _read(sample_dir / "sample.arc.gz")
     assert len(pages) == 2 and skipped == []
     assert pages[0].charset == "cp1252" and "Wochenmarkt" in pages[0].html
+
+
+GZIP_MAGIC_GARBAGE = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(range(256)) * 4  # a gzip header, no stream
+
+
+@pytest.fixture
+def not_gzip(tmp_path, sample_dir):
+    """Bytes after a gzip magic that are not a gzip stream: a whole file of them, and after good records."""
+    raw = (sample_dir / "sample.warc.gz").read_bytes()
+    files = {"magic-only.warc.gz": GZIP_MAGIC_GARBAGE, "tail.warc.gz": raw + GZIP_MAGIC_GARBAGE,
+             "arc-tail.arc.gz": (sample_dir / "sample.arc.gz").read_bytes() + GZIP_MAGIC_GARBAGE,
+             "plain-tail.warc": gzip.decompress(raw) + GZIP_MAGIC_GARBAGE}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return tmp_path
+
+
+def test_gzip_magic_without_a_gzip_stream_is_a_corrupt_file(not_gzip):
+    pages, skipped = _read(not_gzip / "magic-only.warc.gz")
+    assert pages == [] and [r for r, _, _ in skipped] == ["corrupt_file"]
+    assert skipped[0][1].path.endswith("magic-only.warc.gz")
+    for name, n in (("tail.warc.gz", 23), ("plain-tail.warc", 23), ("arc-tail.arc.gz", 2)):
+        pages, skipped = _read(not_gzip / name)  # what comes before the break is read
+        assert len(pages) == n and skipped[-1][0] == "corrupt_file" and name in str(skipped[-1][1]), (name, skipped)
+
+
+def test_corrupt_gzip_is_a_removed_row_and_the_cli_goes_on(not_gzip, tmp_path_factory):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path_factory.mktemp("out")
+    r = curate_file(str(not_gzip / "magic-only.warc.gz"), out, load_job())
+    assert r["stages"]["read"]["dropped"] == {"corrupt_file": 1} and r["removed_rows"] == 1
+    assert r["errors"][0]["reason"] == "corrupt_file" and "magic-only.warc.gz" in r["errors"][0]["record"]
+    for name in ("magic-only.warc.gz", "tail.warc.gz"):
+        cli = subprocess.run([sys.executable, str(ROOT / "pipelines" / "read_warc.py"), str(not_gzip / name)],
+                             capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0 and "Traceback" not in cli.stderr, cli.stderr[-2000:]
+        assert f"SKIP corrupt_file: {not_gzip / name}@" in cli.stdout
+
+
+def _response(url: str, ctype: str, body: bytes, i: int) -> bytes:
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n" + body
+    return gzip.compress(b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:0000000%d-1111-4000-8000-000000000000>\r\n"
+                         b"WARC-Target-URI: %s\r\nContent-Type: application/http; msgtype=response\r\n"
+                         b"Content-Length: %d\r\n\r\n" % (i, url.encode(), len(http)) + http + b"\r\n\r\n")
+
+
+def test_documents_of_other_types_are_counted_assets_are_not(tmp_path, tmp_path_factory):
+    recs = [("http://x.example/paper.pdf", "application/pdf", b"%PDF-1.4 ..."),
+            ("http://x.example/notes.txt", "text/plain; charset=utf-8", b"plain words"),
+            ("http://x.example/none", "", b"?"),
+            ("http://x.example/logo.png", "image/png", b"\x89PNG..."),
+            ("http://x.example/app.js", "application/javascript", b"var x;"),
+            ("http://x.example/style.css", "text/css", b"p{}"),
+            ("http://x.example/page", "text/html", b"<html><body><p>" + b"Some words on a page. " * 20 + b"</p></body></html>")]
+    path = tmp_path / "mixed-types.warc.gz"
+    path.write_bytes(b"".join(_response(u, c, b, i) for i, (u, c, b) in enumerate(recs)))
+    pages, skipped = _read(path)
+    assert [p.url for p in pages] == ["http://x.example/page"]
+    assert [(r, ref.url) for r, ref, _ in skipped] == [("unsupported_mime", "http://x.example/paper.pdf"),
+                                                        ("unsupported_mime", "http://x.example/notes.txt"),
+                                                        ("unsupported_mime", "http://x.example/none")]
+    assert "application/pdf is not in read.mime_types" in skipped[0][2]
+    out = tmp_path_factory.mktemp("out")
+    r = curate_file(str(path), out, load_job())
+    assert r["stages"]["read"] == {"in": 4, "out": 1, "dropped": {"unsupported_mime": 3}}
+    assert not any(e["reason"] == "unsupported_mime" for e in r["errors"])  # counted, not bad input
+    import pyarrow.parquet as pq
+
+    removed = pq.read_table(out / "removed" / f"{r['task']}.parquet").to_pylist()
+    rows = {x["url"]: x for x in removed}
+    pdf, txt = rows["http://x.example/paper.pdf"], rows["http://x.example/notes.txt"]
+    assert pdf["stage"] == "read" and pdf["reason"] == "unsupported_mime" and pdf["offset"] == 0
+    assert txt["reason"] == "unsupported_mime" and txt["offset"] > 0 and "text/plain" in txt["detail"]
+    cfg = load_job()
+    cfg.read.mime_types = ["text/html", "application/pdf"]  # listed: not a drop at read (HTML decode follows)
+    skipped = []
+    pages = list(iter_pages(str(path), lambda r, w, m, dropped=True: skipped.append(r),
+                            mime_types=tuple(cfg.read.mime_types)))
+    assert skipped.count("unsupported_mime") == 2 and len(pages) == 2

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
-import types
-import typing
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -23,38 +18,15 @@ from crawlmix.mix.job import main as mix_main
 from crawlmix.mix.job import run
 from crawlmix.runtime.config import ConfigError
 from tests.conftest import ROOT
-
-WORDS = ("river bridge market farmer weaver trader flood stone timber valley hill coast town year price "
-         "record parish wool cheese honey").split()
-
-
-def _texts(n: int, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=int(rng.integers(20, 120)))) + "." for _ in range(n)]
-
-
-def write_curated(path: Path, n: int = 30, seed: int = 0) -> None:
-    """A Parquet file shaped like the crawl's curated output (subset of its columns + provenance metadata)."""
-    langs = ["en", "en", "de", "fr"]
-    rows = {"id": [f"<urn:uuid:{seed}-{i}>" for i in range(n)], "url": [f"https://ex{seed}.org/p/{i}" for i in range(n)],
-            "text": _texts(n, seed), "language": [langs[i % 4] for i in range(n)],
-            "language_score": [0.9] * n, "date": ["2024-05-20T12:00:00Z"] * n, "source": ["sample.warc.gz"] * n,
-            "offset": list(range(0, 1000 * n, 1000))}
-    t = pa.table(rows).replace_schema_metadata({"config_hash": "abc123", "seed": "0", "crawlmix_version": "0.1.0"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(t, path)
+from tests.mix.mixtree import import_wids as _import_wids
+from tests.mix.mixtree import texts as _texts
+from tests.mix.mixtree import write_tree
 
 
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory) -> Path:
     """A source tree laid out like the repo: sample/media/* (small scale) and output/sample-crawl/curated."""
-    from crawlmix.samples.media_sample import write_media_sample
-
-    root = tmp_path_factory.mktemp("mixroot")
-    write_media_sample(root / "sample" / "media", seed=0, scale=0.5)
-    write_curated(root / "output" / "sample-crawl" / "curated" / "a.parquet", 30, 0)
-    write_curated(root / "output" / "sample-crawl" / "curated" / "b.parquet", 20, 1)
-    return root
+    return write_tree(tmp_path_factory.mktemp("mixroot"), scale=0.5)
 
 
 def base_mix(**stage_over) -> dict:
@@ -124,7 +96,11 @@ def test_within_shard_interleaving_is_even(built):
 
 
 def test_readers_load_the_shards(built):
+    """The default (uniform) layout: every sample has .txt, .json and .images.tar (its images as a nested tar)."""
     import webdataset as wds
+    from PIL import Image
+
+    from crawlmix.mix.read import nested_members
 
     out, _ = built
     ds = wds.WebDataset(str(out / "s1" / "shard-{000000..000008}.tar"), shardshuffle=False).decode("pil")
@@ -132,20 +108,26 @@ def test_readers_load_the_shards(built):
     for s in ds:
         n += 1
         assert "." not in s["__key__"]
+        assert set(s) - {"__key__", "__url__", "__local_path__"} == {"txt", "json", "images.tar"}
         keys.add(s["__key__"])
         meta = s["json"]
         mods[meta["modality"]] += 1
         assert meta["provenance"]["mixture"] == "t" and meta["provenance"]["seed"] == 3
+        nested = nested_members(s["images.tar"])
+        assert meta["images"] == len(nested)
         if meta["modality"] == "text":
             assert s["txt"] and meta["url"].startswith("https://ex") and meta["language"] in ("en", "de", "fr")
             assert meta["provenance"]["input"]["config_hash"] == "abc123"  # the crawl's own provenance travels on
+            assert s["images.tar"] == b""
         elif meta["modality"] == "image":
-            assert s["jpg"].size == (128, 96) and s["txt"].startswith("A photo of")
+            assert [k for k, _ in nested] == ["0.jpg"] and s["txt"].startswith("A photo of")
+            assert Image.open(io.BytesIO(nested[0][1])).size == (128, 96)
+            assert meta["provenance"]["input"] == {"config_hash": "", "crawlmix_version": "", "seed": ""}
         elif meta["modality"] == "video":
-            assert [k for k in s if k.endswith(".jpg")] == [f"{i}.jpg" for i in range(8)]
-            assert meta["meta"]["fps"] == 4
+            assert [k for k, _ in nested] == [f"{i}.jpg" for i in range(8)]
+            assert json.loads(meta["meta"])["fps"] == 4
         else:
-            assert 2 <= sum(k.endswith(".jpg") for k in s) <= 3
+            assert 2 <= len(nested) <= 3 and all(k.endswith(".jpg") for k, _ in nested)
     assert n == 300 and len(keys) == 300
     assert mods == {"image": 105, "text": 60, "video": 99, "multi-image": 36}
 
@@ -156,39 +138,6 @@ def test_readers_load_the_shards(built):
         s = d[i]
         assert s["__key__"] == f"{i:010d}"
         assert json.loads(s[".json"].read()) if hasattr(s[".json"], "read") else s[".json"]
-
-
-def _import_wids():
-    """wids 0.1.11 imports torch.distributed and torch.utils.data at module level (for its distributed
-    sampler, which these tests do not use). Without torch, give it those two names for the import only."""
-    try:
-        import torch  # noqa: F401
-        import wids
-
-        return wids
-    except ImportError:
-        pass
-    T = typing.TypeVar("T")
-    t, d, u, ud = (types.ModuleType(n) for n in ("torch", "torch.distributed", "torch.utils", "torch.utils.data"))
-    d.is_initialized = lambda: False
-
-    class Dataset(typing.Generic[T]):
-        pass
-
-    class Sampler(typing.Generic[T]):
-        pass
-
-    ud.Dataset, ud.Sampler = Dataset, Sampler
-    t.distributed, t.utils, u.data = d, u, ud
-    stub = {"torch": t, "torch.distributed": d, "torch.utils": u, "torch.utils.data": ud}
-    sys.modules.update(stub)
-    try:
-        import wids
-    finally:
-        for k, v in stub.items():
-            if sys.modules.get(k) is v:
-                del sys.modules[k]
-    return wids
 
 
 def _files(d: Path) -> dict:
@@ -371,12 +320,17 @@ def _tar(path: Path, members: list, fmt=tarfile.USTAR_FORMAT) -> None:
                 tf.addfile(ti, io.BytesIO(data))
 
 
-def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path):
+@pytest.mark.parametrize("layout", ["source", "uniform"])
+def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path, layout):
     """Shards are assembled from tar headers and byte ranges: payload members must come out exactly as they
     went in, from plain USTAR tars (read without a walk) and from GNU / pax tars with folders, long names
     and directories (walked), with a member larger than a write chunk and a member whose padding is not
-    zero; padding comes out zero, every .json is canonical, the recorded md5 is the file's."""
+    zero; padding comes out zero, every .json is canonical, the recorded md5 is the file's. Layout 'source'
+    copies the members as they are; 'uniform' puts the non-text ones into the sample's .images.tar (by
+    position, in source order) and the text into .txt."""
     import hashlib
+
+    from crawlmix.mix.read import nested_members
 
     rng = np.random.default_rng(1)
     blob = lambda n: rng.integers(0, 256, n, dtype=np.uint8).tobytes()  # noqa: E731
@@ -388,7 +342,7 @@ def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path):
              "json": json.dumps({"id": key, "url": f"https://x/{i}.jpg", "score": 0.1 * i, "tags": ["a", {"z": i}],
                                  "big": 1e-05 * i, "lang": "日本"}).encode()}
         if i == 3:
-            m["0.png"], m["1.png"] = blob(2_500_000), blob(700)  # larger than a write chunk
+            m["0.png"], m["1.png"] = blob(4_500_000), blob(700)  # larger than a write chunk
         want[key] = {k: v for k, v in m.items() if k != "json"}
         plain += [(f"{key}.{e}", d) for e, d in m.items()]
     _tar(tmp_path / "plain.tar", plain)
@@ -407,7 +361,8 @@ def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path):
         want[key.replace("/", "_")] = {"jpg": m["jpg"]}
         walked += [(f"{key}.{e}", d) for e, d in m.items()]
     _tar(tmp_path / "walked.tar", walked, tarfile.GNU_FORMAT)
-    raw = {"name": "bytes", "seed": 1, "stages": [{"name": "s", "budget": {"samples": 40}, "shards": {"max_samples": 9},
+    raw = {"name": "bytes", "seed": 1, "output": {"layout": layout},
+           "stages": [{"name": "s", "budget": {"samples": 40}, "shards": {"max_samples": 9},
            "sources": [{"name": "plain", "modality": "image", "path": str(tmp_path / "plain.tar"), "weight": 0.6,
                         "max_epochs": 2},
                        {"name": "walked", "modality": "image", "path": str(tmp_path / "walked.tar"), "weight": 0.4,
@@ -432,7 +387,14 @@ def test_members_are_copied_byte_for_byte_from_any_tar(tmp_path):
             meta = json.loads(js)
             assert js == json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
             src_key = meta["provenance"]["index"]
-            assert members == want[src_key], (key, src_key)
+            exp = want[src_key]
+            if layout == "uniform":
+                assert set(members) == {"txt", "images.tar"} and meta["images"] == sum(e != "txt" for e in exp)
+                assert members["txt"] == exp.get("txt", b"")
+                assert nested_members(members["images.tar"]) == [
+                    (f"{i}.{e.rsplit('.', 1)[-1]}", v) for i, (e, v) in enumerate(x for x in exp.items() if x[0] != "txt")]
+            else:
+                assert members == exp, (key, src_key)
             seen.add(src_key)
     assert len(seen) == 20  # every sample of both sources, the big one and the dirty-padded one included
 
@@ -552,6 +514,14 @@ def test_video_stage_cli_prints_target_vs_realised(tree, tmp_path, capsys):
     assert "clips" in out and "worst shard deviation" in out
     rc = mix_main(["--mixture", str(p), "--output", str(tmp_path / "o"), "--root", str(tree), "--no-progress"])
     assert rc == 0 and "wrote 0 shard(s), kept 2 finished" in capsys.readouterr().out
+    # --parquet later: the Parquet forms are not part of the mixture hash, so the same shards are rewritten
+    # once with them (the tars byte for byte as before), then kept
+    tars = {q.name: q.read_bytes() for q in (tmp_path / "o" / "video").glob("*.tar")}
+    args = ["--mixture", str(p), "--output", str(tmp_path / "o"), "--root", str(tree), "--no-progress", "--parquet"]
+    assert mix_main(args) == 0 and "wrote 2 shard(s), kept 0 finished" in capsys.readouterr().out
+    assert {q.name: q.read_bytes() for q in (tmp_path / "o" / "video").glob("*.tar")} == tars
+    assert len(list((tmp_path / "o" / "video").glob("shard-*.parquet"))) == 2
+    assert mix_main(args) == 0 and "wrote 0 shard(s), kept 2 finished" in capsys.readouterr().out
 
 
 def test_cli_errors_exit_2_and_help(tmp_path, capsys):

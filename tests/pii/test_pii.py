@@ -547,51 +547,6 @@ def test_run_resumes_from_markers_and_redoes_what_changed(tmp_path):
     assert run(inputs, out, PiiConfig(entities=PAT, seed=1), progress=False, overwrite=True)["scrubbed"] == 3
 
 
-def _crawl_task_files(out):
-    (out / "curated").mkdir(parents=True)
-    (out / "removed").mkdir()
-    _curated(out / "curated" / "t.parquet")
-    pq.write_table(pa.table({"id": ["r1"], "url": ["mailto:jane@example.com"], "detail": ["from 10.1.2.3"]}),
-                   out / "removed" / "t.parquet")
-    return str(out / "curated" / "t.parquet"), [str(out / "removed" / "t.parquet")]
-
-
-def test_crawl_task_in_place_markers(tmp_path):
-    """The crawl's PII step: scrubbed once; a rerun leaves the files alone; a curated file written again
-    (dedup rewrites curated/ on every crawl run) is scrubbed again; a file published without its marker
-    (a crash in between) is marked, never scrubbed twice."""
-    from crawlmix.pii.job import MARKERS, merge_pii_stats, scrub_crawl_task
-
-    out = tmp_path / "crawl"
-    curated, removed = _crawl_task_files(out)
-    cfg_json = PiiConfig(entities=PAT, replacement="fake").model_dump_json()
-    first = scrub_crawl_task(curated, removed, cfg_json)
-    assert first["replacements"] == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 2, "IBAN_CODE": 1, "IP_ADDRESS": 2,
-                                     "PHONE_NUMBER": 2, "US_SSN": 1}
-    assert merge_pii_stats([first]) == first
-    markers = out / MARKERS
-    assert sorted(p.relative_to(markers).as_posix() for p in markers.rglob("*.json")) == \
-        ["curated/t.parquet.json", "removed/t.parquet.json"]
-    scrubbed = {p: Path(p).read_bytes() for p in [curated, *removed]}
-    assert "jane@example.com" not in str(pq.read_table(removed[0]).to_pylist())
-    assert pq.read_schema(curated).metadata[b"pii_input"] == b"curated/t.parquet"
-    state = {p: Path(p).stat().st_mtime_ns for p in scrubbed}
-
-    assert scrub_crawl_task(curated, removed, cfg_json)["replacements"] == first["replacements"]
-    assert {p: Path(p).stat().st_mtime_ns for p in scrubbed} == state  # nothing written
-
-    _curated(Path(curated))  # as dedup does on a rerun: the curated file again, unscrubbed
-    assert scrub_crawl_task(curated, removed, cfg_json)["docs"] == 6  # the curated file only
-    assert {p: Path(p).read_bytes() for p in scrubbed} == scrubbed
-    assert Path(removed[0]).stat().st_mtime_ns == state[removed[0]]
-
-    for m in markers.rglob("*.json"):
-        m.unlink()
-    assert scrub_crawl_task(curated, removed, cfg_json) is None  # nothing scrubbed, nothing to count
-    assert {p: Path(p).read_bytes() for p in scrubbed} == scrubbed  # fakes not faked again, spans kept
-    assert len(list(markers.rglob("*.json"))) == 2
-
-
 @pytest.mark.slow
 def test_cli_runs_on_a_local_ray(tmp_path):
     """pipelines/pii.py --ray: the files are Ray tasks on a local Ray; the output is byte for byte the
@@ -616,3 +571,40 @@ def test_cli_runs_on_a_local_ray(tmp_path):
     assert stats["backend"] == "ray" and stats["scrubbed"] == 2
     for name in ("part-0.parquet", "part-1.parquet"):
         assert (tmp_path / "ray" / "curated" / name).read_bytes() == (tmp_path / "inline" / "curated" / name).read_bytes()
+
+
+def test_run_with_input_and_output_urls(tmp_path, monkeypatch):
+    """The PII job over fsspec URLs (memory://, as s3:// on a cluster): the scrubbed files hold the local run's
+    rows, the markers and stats.json are objects under the output URL, and a rerun resumes from
+    the markers (the objects' ETag / size tell a changed input)."""
+    from crawlmix.pii.job import MARKERS, run
+    from crawlmix.runtime import runstate, storage
+
+    monkeypatch.setenv("CRAWLMIX_SCRATCH", str(tmp_path / "scratch"))
+    base = "memory://pii-url-test"
+    storage.rmtree(base)
+    src = tmp_path / "in"
+    src.mkdir()
+    urls = []
+    for i in range(2):
+        _curated(src / f"part-{i}.parquet")
+        urls.append(storage.join(base, "in", f"part-{i}.parquet"))
+        storage.upload(src / f"part-{i}.parquet", urls[-1])
+    cfg = PiiConfig(entities=PAT)
+    local = run(sorted(str(p) for p in src.glob("*.parquet")), tmp_path / "local", cfg, progress=False)
+    out = storage.join(base, "out")
+    first = run(urls, out, cfg, progress=False)
+    untimed = [{k: v for k, v in r["pii"].items() if k != "seconds"} for r in (first, local)]
+    assert untimed[0] == untimed[1] and first["scrubbed"] == 2 and first["pii"]["replacements"]
+    for i in range(2):  # the same rows and metadata; pii_input names the input (a URL here)
+        with storage.open(storage.join(out, "curated", f"part-{i}.parquet")) as f:
+            there = pq.read_table(f)
+        here = pq.read_table(tmp_path / "local" / "curated" / f"part-{i}.parquet")
+        assert there.equals(here) and there.num_rows
+        meta = [{k: v for k, v in t.schema.metadata.items() if k != b"pii_input"} for t in (there, here)]
+        assert meta[0] == meta[1] and there.schema.metadata[b"pii_input"] == urls[i].encode()
+    assert runstate.read_state(out)[0] == "finished"
+    assert len(list(storage.iglob(storage.join(out, MARKERS, "*.json")))) == 2
+    assert run(urls, out, cfg, progress=False)["resumed"] == 2
+    assert not [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()]
+    storage.rmtree(base)

@@ -37,7 +37,7 @@ async function runsPage() {
   setProv(runs[0]);
   app.innerHTML = `<section><h2>Runs, mixes and tunings (newest first)</h2><table id="runs"><tr><th>kind</th><th>name</th><th>path</th><th>created</th>
     <th>config</th><th class="num">docs / samples / runs</th><th class="num">size</th></tr>
-    ${runs.map((r) => `<tr data-kind="${esc(r.kind)}"><td>${esc(r.kind)}</td><td><a href="#/${esc(r.kind)}/${encodeURIComponent(r.path)}">${esc(r.name)}</a>${r.problem ? ` <span class="warn-text" title="${esc(r.problem)}">(report unreadable)</span>` : ""}</td><td><code>${esc(r.path)}</code></td>
+    ${runs.map((r) => `<tr data-kind="${esc(r.kind)}"><td>${esc(r.kind)}</td><td><a href="#/${esc(r.kind)}/${encodeURIComponent(r.path)}">${esc(r.name)}</a>${r.problem ? ` <span class="warn-text" title="${esc(r.problem)}">(report unreadable)</span>` : ""}${r.status && r.status !== "finished" ? ` <span class="warn-text run-status">(${esc(r.status)})</span>` : ""}</td><td><code>${esc(r.path)}</code></td>
     <td>${esc(r.created)}</td><td><code>${esc(r.config_hash)}</code></td><td class="num">${fmt(r.docs)}${r.kind === "tuning" ? " runs" + (r.proxy_mixes ? ` (${r.proxy_mixes} proxy mix${r.proxy_mixes === 1 ? "" : "es"})` : "") : ""}</td><td class="num">${fmt(Math.round(r.bytes / 1024))} KiB</td></tr>`).join("")}
     </table>${runs.length ? "" : "<p class=muted>No crawl runs, mixes or tuning runs under this root.</p>"}</section>`;
 }
@@ -110,6 +110,7 @@ async function runPage(path) {
   document.querySelectorAll("button[data-kind]").forEach((b) => (b.onclick = () => { kind = b.dataset.kind; reason = ""; page = 0; showDocs(); }));
   document.querySelectorAll("a[data-reason]").forEach((a) => (a.onclick = (e) => { e.preventDefault(); kind = "removed"; reason = a.dataset.reason; page = 0; showDocs(); }));
   showDocs();
+  if (typeof interleavedSection === "function") interleavedSection(path);  // interleaved.js
 }
 
 async function mixPage(path) {
