@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                 print(f"  round {rnd + 1}, {w} worker(s): {r['process_s']:.1f} s", flush=True)
     steps = sorted({k for r in best.values() for k in r["steps_s"]}, key=lambda k: list(
         best[counts[0]]["steps_s"]).index(k) if k in best[counts[0]]["steps_s"] else 99)
-    print(f"\n{'workers':>8}{'process s':>11}{'job s':>8}" + "".join(f"{s + ' s':>10}" for s in steps)
+    print(f"\n{'workers':>8}{'process s':>11}{'job s':>8}" + "".join(f"{s + ' s':>14}" for s in steps)
           + f"{'crawl pages/s':>15}{'serial s':>10}")
     for w in counts:
         r = best[w]
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         rate = f"{pages / crawl:>15.1f}" if crawl else f"{'-':>15}"
         serial = r["process_s"] - (crawl or 0)
         print(f"{w:>8}{r['process_s']:>11.1f}{r['job_s']:>8.1f}" + "".join(
-            f"{r['steps_s'].get(s, 0):>10.1f}" for s in steps) + rate + f"{serial:>10.1f}")
+            f"{r['steps_s'].get(s, 0):>14.1f}" for s in steps) + rate + f"{serial:>10.1f}")
     if len(counts) >= 2:
         one, two = best[counts[0]], best[counts[1]]
         print(f"\nwhole job {counts[1]} vs {counts[0]} worker(s): {one['process_s'] / two['process_s']:.2f}x")

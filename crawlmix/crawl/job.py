@@ -180,6 +180,8 @@ def run(patterns: list[str], out_dir: str | Path, cfg: JobConfig, workers: int, 
         took, mark[0] = round(now - mark[0], 2), now
         return took
 
+    ex.start()
+    steps_s["startup"] = lap()  # Ray: connect, or start a local one
     dedup = cfg.dedup.enabled
     results = Finished()  # a few hundred bytes per finished task (crawlmix/crawl/results.py)
     files: dict[str, int] = {}  # input file -> its first task's position (input order)

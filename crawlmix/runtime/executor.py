@@ -148,6 +148,13 @@ class Executor:
         return f"Executor({self.backend!r}, workers={self.workers})"
 
     # -- public API -----------------------------------------------------------------------------
+    def start(self) -> "Executor":
+        """Start the backend now (Ray: connect or start a local Ray), so that its start-up is not counted in
+        the first step's time; the first map would do it anyway."""
+        if self.backend == "ray":
+            init_ray(self.workers)
+        return self
+
     def imap(self, fn: Callable, tasks: Iterable[tuple], *, desc: str = "tasks", total: int | None = None,
              shared: tuple = (), resources: Resources | None = None) -> Iterator[Outcome]:
         """Outcomes in completion order (inline and threads: input order)."""
