@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cluster.conftest import descendants
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -42,25 +43,6 @@ FIGURES: dict[str, dict] = {}  # what each rerun redid, printed at the end of th
 
 
 # ------------------------------------------------------------------------------------------------ processes
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            with contextlib.suppress(OSError):
-                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids, out, todo = _children(), [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
