@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from crawlmix.dedup.config import DedupConfig
-from crawlmix.dedup.files import local_copy, parquet_file, read_table
+from crawlmix.dedup.files import parquet_file, read_table
+from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import atomic_open
 
 
@@ -86,7 +87,7 @@ def cluster(sig_paths, bounds, edge_files, cfg: DedupConfig, num_perm: int) -> d
     """Returns {global row: (kept global row, reason)} for every removed document, and cluster stats."""
     exact_edges, lsh_edges = [], []
     for name, path in edge_files:
-        with local_copy(path) as f:  # (a URL: downloaded to this node's scratch, then removed)
+        with storage.temp_copy(path) as f:  # (a URL: downloaded to this node's scratch, then removed)
             (exact_edges if name in ("exact", "url") else lsh_edges).append(np.load(f))
     ex = np.concatenate(exact_edges) if exact_edges else np.zeros((0, 2), np.int64)
     ls = np.unique(np.concatenate(lsh_edges), axis=0) if lsh_edges else np.zeros((0, 2), np.int64)

@@ -4,14 +4,13 @@ Every dedup file (the inputs, ``_dedup/sig/*.parquet``, ``_dedup/edges/*.npy``) 
 under the output folder, so that a task on any node finds what a task on another node wrote. Local paths
 are read as before (no copy); a URL is read column by column through the store's file object (a band's
 candidate task reads one column of every signature file, not the files), or, where a file is read whole
-or several times, from a copy in this node's scratch folder that is removed afterwards.
+or several times, from a temporary copy in this node's scratch (storage.temp_copy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -41,19 +40,3 @@ def parquet_file(path) -> Iterator[pq.ParquetFile]:
         return
     with storage.open(path, "rb") as f:
         yield pq.ParquetFile(f)
-
-
-@contextlib.contextmanager
-def local_copy(path) -> Iterator[str]:
-    """A local path holding ``path``'s bytes: the path itself, or (a URL) a download into this node's
-    scratch folder, deleted when the block ends."""
-    if not storage.is_remote(path):
-        yield storage.local(path)
-        return
-    dest = storage.local_scratch("dedup") / f"{uuid.uuid4().hex}-{storage.name(path)}"
-    try:
-        storage.download(path, dest)
-        yield str(dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            dest.unlink()

@@ -19,7 +19,7 @@ import regex
 import xxhash
 
 from crawlmix.dedup.config import DedupConfig
-from crawlmix.dedup.files import local_copy, read_table, stem
+from crawlmix.dedup.files import read_table, stem
 from crawlmix.io.paths import file_digest
 from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import write_table
@@ -334,7 +334,7 @@ def signature_task(src: str, sig_path: str, cfg_json: str, markers: str | None =
     the signature file, keyed on signature_key and holding src's digest, lets a rerun skip a file whose
     input bytes, config and code are unchanged: it would write the same bytes. Paths may be URLs: src is
     then read from one download into this node's scratch folder (digest and table)."""
-    with local_copy(src) as local:
+    with storage.temp_copy(src) as local:
         return _signature_task(src, local, sig_path, cfg_json, markers)
 
 

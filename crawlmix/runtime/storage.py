@@ -17,12 +17,14 @@ a file in this node's :func:`local_scratch`, then one upload under the final key
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import json
 import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -327,6 +329,22 @@ def download(src, dest: str | Path) -> Path:
         fs, p = filesystem(src)
         fs.get_file(p, os.fspath(dest))
     return dest
+
+
+@contextlib.contextmanager
+def temp_copy(path, folder: str = "copies") -> Iterator[str]:
+    """A local path holding ``path``'s bytes for the length of a block: the path itself when it is local;
+    for a URL, a download into this node's scratch (``folder``), deleted when the block ends."""
+    if not is_remote(path):
+        yield local(path)
+        return
+    dest = local_scratch(folder) / f"{uuid.uuid4().hex}-{name(path)}"
+    try:
+        download(path, dest)
+        yield str(dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
 
 
 def local_scratch(*parts: str) -> Path:
