@@ -134,7 +134,7 @@ def index_memory(n: int = 200_000, dup_share: float = 0.05) -> None:
         edge_files = []
         for c in [f"band_{j}" for j in range(bands)] + ["exact", "url"]:
             p = f"{d}/{c}.npy"
-            candidate_task(files, offsets, c, p)
+            candidate_task(files, offsets, [c], [p])  # one band per task, as at scale
             edge_files.append((c, p))
         _, peak_candidates = tracemalloc.get_traced_memory()
         arrow_candidates = pool.max_memory() - base_arrow

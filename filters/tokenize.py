@@ -20,7 +20,6 @@ from functools import lru_cache
 from itertools import chain
 
 import numpy as np
-from spacy.attrs import IDX, ORTH
 
 _GAPS = re.compile(r"(\s+)")
 _CACHE_LIMIT = 1_000_000  # chunks (~150 MB per worker at most); cleared when full
@@ -62,7 +61,8 @@ class WordSplitter:
     @property
     def nlp(self):
         if self._nlp is None or len(self._nlp.vocab) > _VOCAB_LIMIT:
-            import spacy
+            import spacy  # (imported here: a driver that only reads the filters' configs never loads spaCy)
+            from spacy.attrs import ORTH
 
             self._nlp = spacy.blank(self.language)
             rules = self._nlp.tokenizer.rules or {}
@@ -154,6 +154,8 @@ class WordSplitter:
             starts.append(pos)
             pos += len(c) + 1
         out: list[list[str]] = [[] for _ in chunks]
+        from spacy.attrs import IDX
+
         doc = nlp.tokenizer(joined)
         owner = np.searchsorted(np.asarray(starts), doc.to_array([IDX]).reshape(-1), side="right") - 1
         for k, tok in zip(owner.tolist(), doc):

@@ -9,8 +9,8 @@
 One Ray task per input file, or per byte range of a large one (read.split_bytes: a gzipped WARC/ARC is
 cut at record boundaries, tasks named NAME@START-END), at most --workers at a time, submitted as the
 inputs are listed (the driver never holds the task list); PII is scrubbed inside each task, before any row
-is written; then dedup, image-text pairs and interleaved documents over what the tasks kept, every step on
-the same executor. Inputs and output may be URLs (s3://, gs://; the job's
+is written, and each task also computes dedup's signatures of the rows it kept; then dedup, image-text pairs
+and interleaved documents over what the tasks kept, every step on the same executor. Inputs and output may be URLs (s3://, gs://; the job's
 ``storage_options:`` reach the driver and every task): tasks write to their node's scratch and upload,
 nothing assumes a shared disk. Each finished task leaves a marker in OUTPUT/_tasks/, so a rerun only
 does what is missing and yields the same output.
@@ -35,7 +35,7 @@ from crawlmix.runtime import storage
 from crawlmix.runtime.atomic import exit_on_output_error, write_text
 from crawlmix.runtime.completion import Completion
 from crawlmix.runtime.config import ConfigError
-from crawlmix.runtime.executor import Executor, TaskError
+from crawlmix.runtime.executor import Executor, TaskError, shutdown_ray
 from crawlmix.runtime.funnel import bad_input_lines
 from crawlmix.runtime.resources import project_dir, resolve_config
 
@@ -81,14 +81,22 @@ def crawl_task(path: str, start: int, end: int | None, out_dir: str, cfg: JobCon
 
     if cfg.storage_options is not None:  # (the environment has them too; a Ray started elsewhere may not)
         storage.configure(cfg.storage_options)
-    failpoint(f"task:{Span(path, start, end).name}")  # tests: a worker killed on every attempt
+    name = Span(path, start, end).name
+    failpoint(f"task:{name}")  # tests: a worker killed on every attempt
     if cfg.pii.enabled:
         from crawlmix.pii.job import crawl_task as scrubbed_task
 
-        return scrubbed_task(path, out_dir, cfg, staged, cfg.pii.model_dump_json(), start, end)
-    from crawlmix.text.curate import run_task
+        result = scrubbed_task(path, out_dir, cfg, staged, cfg.pii.model_dump_json(), start, end)
+    else:
+        from crawlmix.text.curate import run_task
 
-    return run_task(path, out_dir, cfg, staged, start, end)
+        result = run_task(path, out_dir, cfg, staged, start, end)
+    if staged:  # dedup's signatures of the staged rows, here rather than in a round after the crawl
+        from crawlmix.dedup.job import sign_staged
+        from crawlmix.text.curate import STAGED
+
+        sign_staged(storage.join(out_dir, STAGED, f"{name}.parquet"), out_dir, name, cfg.dedup.model_dump_json())
+    return result
 
 
 def plan(patterns: list[str], split_bytes: int) -> Iterator[tuple]:
@@ -368,6 +376,8 @@ def main(argv=None) -> int:
     except TaskError as e:  # a dedup task: the folder stays 'running' (readers refuse it); a rerun completes it
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        shutdown_ray()
     print(summary(stats))
     if stats["failed_tasks"]:  # everything else is written and marked: the same command redoes only these
         print(f"error: {len(stats['failed_tasks'])} task(s) failed after retries: {', '.join(stats['failed_tasks'])}"

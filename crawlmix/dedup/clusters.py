@@ -1,8 +1,9 @@
 """Dedup stages 2 and 3: LSH candidate pairs per band, then verified pairs -> connected components -> keepers.
 
-candidates  one task per band: reads that band's column from every signature file, sorts it, and emits an
-            edge from each bucket member to the bucket's first member. Exact content / URL hashes are two
-            more "bands". Memory per task: 12 bytes per document.
+candidates  per band: that band's column from every signature file, sorted; an edge from each bucket member
+            to the bucket's first member. Exact content / URL hashes are two more "bands". A task takes one
+            band or several (column_groups: no more tasks than workers need, each within a memory bound;
+            ~40 bytes per document and band).
 clusters    MinHash edges are verified on the full signatures (estimated Jaccard >= threshold), then
             connected components over the documents that have a candidate edge only. Kept document of a
             cluster: earliest crawl date, then longest text, then first in input order.
@@ -23,30 +24,47 @@ from crawlmix.runtime.atomic import atomic_open
 
 # ---------------------------------------------------------------- stage 2: candidates
 
-def candidate_task(sig_paths: list[str], offsets: list[int], column: str, edge_path: str) -> int:
-    """Edges (doc, first doc of its bucket) for one band (or the exact / url column)."""
-    keys, idx = [], []
+def candidate_task(sig_paths: list[str], offsets: list[int], columns: list[str], edge_paths: list[str]) -> int:
+    """Edges (doc, first doc of its bucket) for each of ``columns`` (bands, or the exact / url column),
+    one edge file each; every signature file is read once, for all the columns."""
+    keys: dict[str, list] = {c: [] for c in columns}
+    idx: dict[str, list] = {c: [] for c in columns}
+    wanted = list(dict.fromkeys(columns + (["has_sig"] if any(c not in ("exact", "url") for c in columns) else [])))
     for p, off in zip(sig_paths, offsets):
-        cols = [column] if column in ("exact", "url") else [column, "has_sig"]
-        t = read_table(p, columns=cols)  # one column of a signature file (a URL: only its bytes are read)
-        k = t.column(column).to_numpy()
-        i = np.arange(off, off + len(k), dtype=np.int64)
-        if column not in ("exact", "url"):
-            ok = t.column("has_sig").to_numpy(zero_copy_only=False)
-            k, i = k[ok], i[ok]
-        keys.append(k)
-        idx.append(i)
-    k = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    i = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+        t = read_table(p, columns=wanted)  # these columns of a signature file (a URL: only their bytes are read)
+        i = np.arange(off, off + t.num_rows, dtype=np.int64)
+        ok = t.column("has_sig").to_numpy(zero_copy_only=False) if "has_sig" in wanted else None
+        for c in columns:
+            k = t.column(c).to_numpy()
+            keys[c].append(k if c in ("exact", "url") else k[ok])
+            idx[c].append(i if c in ("exact", "url") else i[ok])
+    total = 0
+    for c, path in zip(columns, edge_paths):
+        edges = _bucket_edges(np.concatenate(keys.pop(c)) if sig_paths else np.zeros(0, np.uint64),
+                              np.concatenate(idx.pop(c)) if sig_paths else np.zeros(0, np.int64))
+        with atomic_open(path) as f:  # a file object: np.save would add ".npy" to a path
+            np.save(f, edges)
+        total += len(edges)
+    return total
+
+
+def _bucket_edges(k: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """An edge from each document to the first document (by row) of its bucket (same key)."""
     order = np.lexsort((i, k))
     k, i = k[order], i[order]
     first = np.ones(len(k), dtype=bool)
     first[1:] = k[1:] != k[:-1]
     head = i[np.maximum.accumulate(np.where(first, np.arange(len(k)), 0))]
-    edges = np.stack([i[~first], head[~first]], axis=1) if len(k) else np.zeros((0, 2), np.int64)
-    with atomic_open(edge_path) as f:  # a file object: np.save would add ".npy" to a path
-        np.save(f, edges)
-    return len(edges)
+    return np.stack([i[~first], head[~first]], axis=1) if len(k) else np.zeros((0, 2), np.int64)
+
+
+def column_groups(columns: list[str], docs: int, workers: int, task_bytes: int = 1 << 30) -> list[list[str]]:
+    """The candidate tasks' columns: as few tasks as keep every worker busy, and each task within
+    ``task_bytes`` (~40 bytes per document and column: keys, row numbers and the sort). Fewer tasks read
+    each signature file fewer times; at scale each task gets one column (band) as before."""
+    per_task = max(1, task_bytes // max(1, 40 * docs))
+    n = max(min(len(columns), workers), -(-len(columns) // per_task))
+    return [g for g in (columns[j::n] for j in range(n)) if g]
 
 
 # ---------------------------------------------------------------- stage 3: clusters
@@ -80,7 +98,7 @@ def _load_meta(sig_paths, bounds, wanted: np.ndarray, columns):
                     for c in columns:
                         out[c].append(picked.column(c))
                 start += batch.num_rows
-    return {c: pa.chunked_array(v, type=v[0].type).combine_chunks() if v else None for c, v in out.items()}
+    return {c: pa.concat_arrays(v) if v else None for c, v in out.items()}
 
 
 def cluster(sig_paths, bounds, edge_files, cfg: DedupConfig, num_perm: int) -> dict:

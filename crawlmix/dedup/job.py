@@ -14,10 +14,13 @@ holds only what it needs):
                permutations, all numpy over the text's codepoints. Written to _dedup/sig/<file>.parquet: one
                column per LSH band hash, the full signature, a content hash (of the normalised token
                sequence) and a URL hash. A marker in _dedup/sig/_tasks/ (input digest, config, code) lets a
-               rerun skip the files whose signatures it would write again unchanged.
-2. candidates  one task per band (crawlmix.dedup.clusters): reads that band's column from every signature
-               file, sorts it, and emits an edge from each bucket member to the bucket's first member. Exact
-               content / URL hashes are two more "bands". Memory per task: 12 bytes per document.
+               rerun skip the files whose signatures it would write again unchanged; a crawl's tasks sign
+               their own staged rows as they finish (signature_args), so after a crawl this step only
+               finds markers.
+2. candidates  per band (crawlmix.dedup.clusters): that band's column from every signature file, sorted;
+               an edge from each bucket member to the bucket's first member. Exact content / URL hashes are
+               two more "bands". A task takes several bands while they fit its memory bound (~40 bytes per
+               document and band) and the workers stay busy; at scale, one band per task.
 3. clusters    MinHash edges are verified on the full signatures (estimated Jaccard >= threshold), then
                connected components over the documents that have a candidate edge only.
 4. apply       one task per input file writes the survivors to curated/ and the rest to removed/
@@ -38,9 +41,10 @@ import numpy as np
 import pyarrow as pa
 
 from crawlmix import __version__
-from crawlmix.dedup.clusters import candidate_task, cluster
+from crawlmix.dedup.clusters import candidate_task, cluster, column_groups
 from crawlmix.dedup.config import DedupConfig
 from crawlmix.dedup.files import read_table, stem
+from crawlmix.dedup import signatures
 from crawlmix.dedup.signatures import signature_task
 from crawlmix.runtime import runstate, storage
 from crawlmix.runtime.atomic import exit_on_output_error, write_table
@@ -75,6 +79,25 @@ def apply_task(src: str, dst: str, removed_path: str, drop_rows: list[int], keep
 
 # ---------------------------------------------------------------- driver
 
+def signature_args(src: str, out_dir: str | Path, name: str, cfg_json: str) -> tuple:
+    """signature_task's arguments for the input ``src`` named ``name`` in a dedup writing to ``out_dir``:
+    its signature file and marker folder. The crawl's tasks sign their staged rows with the same arguments
+    as they finish, so dedup's own signature step then only finds their markers."""
+    sig = storage.join(out_dir, "_dedup", "sig")
+    return src, storage.join(sig, f"{name}.parquet"), cfg_json, sig
+
+
+def sign_staged(src: str, out_dir: str, name: str, cfg_json: str) -> None:
+    """What a crawl task calls as it finishes (crawlmix.crawl.job.crawl_task): the signature of the rows it
+    staged, computed in parallel with the other crawl tasks and without a later round reading them back;
+    run_dedup's signature step then finds the marker. Best effort: should it fail, that step computes it
+    again and reports any error (the crawl task's own outputs and marker are written and stay valid)."""
+    try:
+        signatures.signature_task(*signature_args(src, out_dir, name, cfg_json))
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
+
+
 def run_dedup(inputs: list[str], out_dir: str | Path, cfg: DedupConfig, ex: Executor | None = None,
               names: list[str] | None = None) -> dict:
     """Deduplicate curated Parquet files together; writes out_dir/curated, out_dir/removed, returns stats.
@@ -87,17 +110,20 @@ def run_dedup(inputs: list[str], out_dir: str | Path, cfg: DedupConfig, ex: Exec
     if len(set(names)) != len(names):  # one signature file, marker and output per name
         dup = next(n for n, k in Counter(names).items() if k > 1)
         raise ValueError(f"dedup: two inputs would share the name {dup!r}; pass distinct names")
-    sig_paths = [storage.join(work, "sig", f"{n}.parquet") for n in names]
     cfg_json = cfg.model_dump_json()
-    res = ex.map(signature_task, [(s, d, cfg_json, storage.join(work, "sig")) for s, d in zip(inputs, sig_paths)],
-                 desc="dedup: signatures")
+    todo = [signature_args(src, out_dir, n, cfg_json) for src, n in zip(inputs, names)]
+    sig_paths = [t[1] for t in todo]
+    res = ex.map(signature_task, todo, desc="dedup: signatures")  # (a file signed already: only its marker read)
     runstate.failpoint("driver:dedup:signatures")  # tests: the driver killed mid-dedup (signatures written, no edges)
     counts = [r["rows"] for r in res]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist() if counts else []
-    bands, rows = cfg.lsh_params()
+    # (bands, rows) as the tasks computed them: the driver need not import datasketch (0.3 s) for them
+    bands, rows = res[0]["lsh"] if res else cfg.lsh_params()
     columns = ([f"band_{j}" for j in range(bands)] if cfg.minhash else []) + (["exact", "url"] if cfg.exact else [])
     edge_files = [(c, storage.join(work, "edges", f"{c}.npy")) for c in columns]
-    ex.map(candidate_task, [(sig_paths, offsets, c, p) for c, p in edge_files], desc="dedup: candidates")
+    groups = column_groups(columns, sum(counts), ex.workers)
+    ex.map(candidate_task, [(sig_paths, offsets, g, [storage.join(work, "edges", f"{c}.npy") for c in g])
+                            for g in groups], desc="dedup: candidates")
     bounds = offsets + [sum(counts)]
     cl = cluster(sig_paths, bounds, edge_files, cfg, bands * rows)
     removed = cl["removed"]

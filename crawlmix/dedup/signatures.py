@@ -346,10 +346,10 @@ def _signature_task(src: str, local: str, sig_path: str, cfg_json: str, markers:
         source = file_digest(local)
         done = marks.get(name)
         if done and done.get("source") == source and storage.exists(sig_path):
-            return {"src": src, "rows": done["rows"], "resumed": True}
+            return {"src": src, "rows": done["rows"], "resumed": True, "lsh": list(cfg.lsh_params())}
         marks.forget(name)  # a marker never outlives the file it vouches for
     table = signature_table(local, cfg)
     write_table(sig_path, table, compression="zstd")
     if marks is not None:
         marks.mark(name, {"src": src, "source": source, "rows": table.num_rows})
-    return {"src": src, "rows": table.num_rows, "resumed": False}
+    return {"src": src, "rows": table.num_rows, "resumed": False, "lsh": list(cfg.lsh_params())}

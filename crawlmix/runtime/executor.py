@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,16 +71,27 @@ def init_ray(num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     address = os.environ.get("RAY_ADDRESS")
-    env_vars = _storage_env()
-    if address:
+    if address:  # the cluster's workers need the storage options in the job's runtime env
+        env_vars = _storage_env()
         ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env_vars} if env_vars else None)
     else:
-        root = _package_root()
-        if (root / "pyproject.toml").exists():
-            env_vars["PYTHONPATH"] = str(root)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": env_vars} if env_vars else None)
+        # A local Ray's processes are this process's children and inherit its environment (the storage
+        # options are in it already), so no runtime env is set: one would keep Ray from using the workers
+        # it starts with the node and start new ones at the first task (measured: 1.1 s vs 0.3 s).
+        root = str(_package_root())
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if (_package_root() / "pyproject.toml").exists() and root not in paths:  # a checkout: workers import it
+            os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return ray
+
+
+def shutdown_ray() -> None:
+    """Stop the local Ray this process started (connected to a cluster: disconnect only). Entry points call
+    it once their outputs are written; left to interpreter exit, Ray first sleeps 0.5 s for its log lines."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _storage_env() -> dict:
@@ -95,8 +107,6 @@ def _storage_env() -> dict:
 
 def node_id() -> str | None:
     """The Ray node this process runs on (a task's worker, or a driver); None outside Ray."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return None

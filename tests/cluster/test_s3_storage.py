@@ -169,3 +169,25 @@ def test_killed_writer_leaves_no_partial_object_and_resumes(s3_server, tmp_path)
         rec = done.get(f"t{i:03d}")
         data = storage.read_bytes(f"{base}/out/t{i:03d}.bin")
         assert hashlib.md5(data).hexdigest() == rec["md5"] and len(data) == size
+
+
+def test_local_ray_tasks_get_the_jobs_storage_options(s3_server, sample_dir, tmp_path):
+    """No AWS variable in the environment: the job YAML's ``storage_options:`` alone name the endpoint and
+    the keys. A local Ray's workers inherit them from the driver (no runtime env is set for a local Ray), so
+    dedup's tasks, which get no config of their own, read and write the S3 output too."""
+    out = s3_server.bucket("local-opts") + "/run"
+    job = tmp_path / "job.yaml"
+    job.write_text((ROOT / "jobs" / "fineweb-en.yaml").read_text() + "\nstorage_options:\n  s3: {endpoint_url: '"
+                   + s3_server.endpoint + "', key: testing, secret: testing}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", PYTHONPATH=str(ROOT), CRAWLMIX_SCRATCH=str(tmp_path / "scratch"))
+    r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "crawl.py"), "--input", str(sample_dir / "*.warc.gz"),
+                        "--output", out, "--config", str(job), "--workers", "2", "--no-progress"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = json.loads(storage.read_bytes(out + "/stats.json"))
+    assert stats["status"] == "finished" and stats["docs_out"] > 0
+    assert stats["dedup"]["bands"] > 0  # dedup's tasks ran against S3
+    rows = sum(pq.read_metadata(s3_server.fs().open(f)).num_rows
+               for f in s3_server.fs().glob(out.removeprefix("s3://") + "/curated/*.parquet"))
+    assert rows == stats["docs_out"]  # dedup's apply tasks wrote every kept row to S3

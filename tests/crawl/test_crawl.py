@@ -238,3 +238,35 @@ def test_storage_options_are_checked_kept_out_of_the_hash_and_redacted(tmp_path)
     shown = cfg.public_dump()["storage_options"]["s3"]
     assert shown == {"endpoint_url": "http://127.0.0.1:9", "key": "***", "secret": "***",
                      "client_kwargs": {"aws_session_token": "***"}}
+
+
+def test_crawl_task_signs_its_staged_rows_for_dedup(sample_dir, tmp_path, monkeypatch):
+    """With dedup on, a crawl task also writes dedup's signature of the rows it staged (in parallel with the
+    other tasks, not in a round after the crawl): the same table dedup's signature step computes from the
+    staged file, whose marker that step then finds. A failure to sign does not fail the crawl task."""
+    import pyarrow.parquet as pq
+
+    from crawlmix.crawl.config import load_job
+    from crawlmix.crawl.job import crawl_task
+    from crawlmix.dedup import signatures
+    from crawlmix.dedup.job import signature_args
+
+    cfg = load_job(None)
+    assert cfg.dedup.enabled
+    warc, out, cfg_json = str(sample_dir / "sample.warc.gz"), tmp_path / "out", cfg.dedup.model_dump_json()
+    name = crawl_task(warc, 0, None, str(out), cfg, True)["task"]
+    staged = str(out / "_prededup" / f"{name}.parquet")
+    assert (out / "_dedup" / "sig" / f"{name}.parquet").exists()
+    fresh = signatures.signature_task(*signature_args(staged, str(tmp_path / "fresh"), name, cfg_json))
+    assert fresh["resumed"] is False and fresh["rows"] > 0
+    assert pq.read_table(out / "_dedup" / "sig" / f"{name}.parquet").equals(
+        pq.read_table(tmp_path / "fresh" / "_dedup" / "sig" / f"{name}.parquet"))
+    assert signatures.signature_task(*signature_args(staged, str(out), name, cfg_json))["resumed"] is True
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(signatures, "signature_task", broken)
+    other = crawl_task(warc, 12000, 24000, str(out), cfg, True)  # signing failed: the task did not
+    assert other["curated_rows"] >= 0 and (out / "_tasks" / f"{other['task']}.json").exists()
+    assert not (out / "_dedup" / "sig" / f"{other['task']}.parquet").exists()  # left to dedup's own step

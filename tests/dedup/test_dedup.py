@@ -304,3 +304,35 @@ def test_inputs_and_output_as_urls_give_the_local_files(tmp_path, monkeypatch):
     assert runstate.read_state(storage.join(base, "again"))[0] == "finished"
     assert storage.read_json(storage.join(base, "again", "stats.json"))["dedup"]["out"] == local["out"]
     storage.rmtree(base)
+
+
+def test_candidate_tasks_grouped_or_one_band_each_give_the_same_output(tmp_path, monkeypatch):
+    """A candidate task may take several bands (fewer reads of each signature file): the edges and the
+    outputs are those of one task per band."""
+    from crawlmix.dedup import job
+
+    a, b = article(21, 200), article(22, 200)
+    files = [write(tmp_path / f"in{k}.parquet", [(f"a{k}", edit(a, k, k)), (f"b{k}", edit(b, k + 1, k)),
+                                                 (f"u{k}", article(30 + k))]) for k in range(3)]
+    seen = {}
+    for mode, groups in (("one", lambda cols, docs, workers: [[c] for c in cols]),
+                         ("all", lambda cols, docs, workers: [cols])):
+        monkeypatch.setattr(job, "column_groups", groups)
+        out = tmp_path / mode
+        stats = run_dedup(files, out, DedupConfig(), INLINE)
+        edges = {p.name: np.load(p).tolist() for p in sorted((out / "_dedup" / "edges").glob("*.npy"))}
+        seen[mode] = (_outputs(out), edges, stats["clusters"])
+    assert seen["one"][2] == 2 and any(seen["one"][1].values())  # the data has duplicates to find
+    assert seen["one"] == seen["all"]
+
+
+def test_column_groups_keep_workers_busy_within_the_memory_bound():
+    from crawlmix.dedup.clusters import column_groups
+
+    cols = [f"band_{j}" for j in range(14)] + ["exact", "url"]
+    small = column_groups(cols, docs=1_000, workers=2)
+    assert len(small) == 2 and sorted(sum(small, [])) == sorted(cols)  # few docs: one task per worker
+    big = column_groups(cols, docs=100_000_000, workers=2, task_bytes=1 << 30)
+    assert len(big) == 16 and all(len(g) == 1 for g in big)  # 4 GB per band: one band per task
+    mid = column_groups(cols, docs=10_000_000, workers=2, task_bytes=1 << 30)
+    assert all(len(g) * 40 * 10_000_000 <= 1 << 30 for g in mid) and sorted(sum(mid, [])) == sorted(cols)
