@@ -10,10 +10,10 @@ One Ray task per input file, or per byte range of a large one (read.split_bytes:
 cut at record boundaries, tasks named NAME@START-END), at most --workers at a time, submitted as the
 inputs are listed (the driver never holds the task list); PII is scrubbed inside each task, before any row
 is written, and each task also computes dedup's signatures of the rows it kept; then dedup, image-text pairs
-and interleaved documents over what the tasks kept, every step on the same executor. Inputs and output may be URLs (s3://, gs://; the job's
-``storage_options:`` reach the driver and every task): tasks write to their node's scratch and upload,
-nothing assumes a shared disk. Each finished task leaves a marker in OUTPUT/_tasks/, so a rerun only
-does what is missing and yields the same output.
+and interleaved documents over what the tasks kept, every step on the same executor. Inputs and output may
+be URLs (s3://, gs://; the job's ``storage_options:`` reach the driver and every task): tasks write to their
+node's scratch and upload, nothing assumes a shared disk. Each finished task leaves a marker in
+OUTPUT/_tasks/, so a rerun only does what is missing and yields the same output.
 """
 
 from __future__ import annotations

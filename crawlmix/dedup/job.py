@@ -15,7 +15,7 @@ holds only what it needs):
                column per LSH band hash, the full signature, a content hash (of the normalised token
                sequence) and a URL hash. A marker in _dedup/sig/_tasks/ (input digest, config, code) lets a
                rerun skip the files whose signatures it would write again unchanged; a crawl's tasks sign
-               their own staged rows as they finish (signature_args), so after a crawl this step only
+               their own staged rows as they finish (sign_staged), so after a crawl this step only
                finds markers.
 2. candidates  per band (crawlmix.dedup.clusters): that band's column from every signature file, sorted;
                an edge from each bucket member to the bucket's first member. Exact content / URL hashes are
@@ -41,10 +41,10 @@ import numpy as np
 import pyarrow as pa
 
 from crawlmix import __version__
+from crawlmix.dedup import signatures
 from crawlmix.dedup.clusters import candidate_task, cluster, column_groups
 from crawlmix.dedup.config import DedupConfig
 from crawlmix.dedup.files import read_table, stem
-from crawlmix.dedup import signatures
 from crawlmix.dedup.signatures import signature_task
 from crawlmix.runtime import runstate, storage
 from crawlmix.runtime.atomic import exit_on_output_error, write_table
