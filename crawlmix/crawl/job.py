@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 def use_storage_options(cfg: JobConfig) -> None:
     """The job's ``storage_options:`` for this process and, through CRAWLMIX_STORAGE_OPTIONS, for every
-    task's process (Ray's runtime env carries it to every node: crawlmix.runtime.executor.init_ray)."""
+    task's process (a cluster's through Ray's runtime env, a local Ray's by inheritance: init_ray)."""
     if cfg.storage_options is not None:
         storage.configure(cfg.storage_options)
         os.environ[storage.ENV_OPTIONS] = json.dumps(cfg.storage_options)
