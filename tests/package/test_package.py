@@ -102,14 +102,15 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     # third-party packages only: a plain path line does not run the project venv's .pth files (its
     # editable crawlmix finder), and the wheel's crawlmix comes first on the path
     (site / "zz_project_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # (no PYTHONPATH: a checkout on it holds crawlmix.egg-info, and pip would take crawlmix as installed)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
     r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *map(str, wheels.glob("*.whl"))],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (site / "crawlmix" / "filters" / "signals.py").is_file()
     assert not (site / "pipelines").exists() and not (site / "filters").exists()
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
     where = subprocess.run([str(py), "-c", "import crawlmix; print(crawlmix.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(site)), where
