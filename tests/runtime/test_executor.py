@@ -108,3 +108,26 @@ def test_ray_backend_resources_errors_and_shared():
     assert "bad input 3" in failed[0].message()
     pids = set(ex.map(whoami, [(i,) for i in range(4)]))
     assert os.getpid() not in pids
+
+
+@pytest.mark.slow
+def test_local_ray_workers_find_the_checkout_and_the_driver_env_stays_as_it_was(tmp_path):
+    """A local Ray gets no runtime env (Ray would not use the workers it starts with the node): its workers
+    inherit the checkout on PYTHONPATH from the driver while Ray starts, and afterwards the driver's own
+    environment is as before, so the driver's later subprocesses do not see the checkout."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import json, os; from crawlmix.runtime.executor import init_ray, shutdown_ray\n"
+            "ray = init_ray(1)\n"
+            "worker = ray.get(ray.remote(lambda: os.environ.get('PYTHONPATH')).remote())\n"
+            "print(json.dumps([os.environ.get('PYTHONPATH'), worker])); shutdown_ray()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "RAY_AUTH_MODE": "token"},
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    driver, worker = json.loads(r.stdout.strip().splitlines()[-1])
+    assert driver is None and worker.split(os.pathsep)[0] == str(ROOT)
