@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydantic import Field
 
 from crawlmix.runtime.config import StrictModel
@@ -27,6 +29,12 @@ class DedupConfig(StrictModel):
             return self.bands, self.rows
         if self.bands or self.rows:
             raise ValueError("dedup: give both bands and rows, or neither")
-        from datasketch.lsh import _optimal_param
+        return _optimal_lsh(self.threshold, self.num_perm)
 
-        return _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
+
+@lru_cache(maxsize=32)
+def _optimal_lsh(threshold: float, num_perm: int) -> tuple[int, int]:
+    """datasketch's optimum (a numerical integration per (bands, rows) pair, ~11 ms): once per process."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)

@@ -340,16 +340,16 @@ def signature_task(src: str, sig_path: str, cfg_json: str, markers: str | None =
 
 def _signature_task(src: str, local: str, sig_path: str, cfg_json: str, markers: str | None) -> dict:
     cfg = DedupConfig.model_validate_json(cfg_json)
-    name = stem(sig_path)
+    name, lsh = stem(sig_path), list(cfg.lsh_params())
     marks = Completion(markers, signature_key(cfg)) if markers else None
     if marks is not None:
         source = file_digest(local)
         done = marks.get(name)
         if done and done.get("source") == source and storage.exists(sig_path):
-            return {"src": src, "rows": done["rows"], "resumed": True, "lsh": list(cfg.lsh_params())}
+            return {"src": src, "rows": done["rows"], "resumed": True, "lsh": lsh}
         marks.forget(name)  # a marker never outlives the file it vouches for
     table = signature_table(local, cfg)
     write_table(sig_path, table, compression="zstd")
     if marks is not None:
         marks.mark(name, {"src": src, "source": source, "rows": table.num_rows})
-    return {"src": src, "rows": table.num_rows, "resumed": False, "lsh": list(cfg.lsh_params())}
+    return {"src": src, "rows": table.num_rows, "resumed": False, "lsh": lsh}
